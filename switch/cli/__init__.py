@@ -1,0 +1,38 @@
+"""The `rtpswitch` command line: one sub-command per operator task.
+
+Every sub-command reports bad input as one line naming the problem (and the field, where
+there is one) on stderr, and exits non-zero; a traceback means a bug in the switch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from switch.cli import validate as validate_cmd
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="rtpswitch", description="ISO 20022 real-time payments clearing switch"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    validate_cmd.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the process exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        status: int = args.run(args)
+    except KeyboardInterrupt:
+        return 130
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
