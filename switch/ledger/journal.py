@@ -102,20 +102,23 @@ class JournalEntry:
     ref: str
 
     def __post_init__(self) -> None:
-        if type(self.amount) is not int or self.amount <= 0:
-            raise ValueError(f"journal amount must be a positive int: {self.amount!r}")
-        kind = EntryKind(self.kind)
-        object.__setattr__(self, "kind", kind)
-        debit_owner, debit_side = split_account(self.debit)
-        credit_owner, credit_side = split_account(self.credit)
+        amount = self.amount
+        if type(amount) is not int or amount <= 0:
+            raise ValueError(f"journal amount must be a positive int: {amount!r}")
+        kind = self.kind
+        if type(kind) is not EntryKind:
+            kind = EntryKind(kind)
+            object.__setattr__(self, "kind", kind)
+        debit_owner, _, debit_side = self.debit.rpartition(":")
+        credit_owner, _, credit_side = self.credit.rpartition(":")
         want_debit, want_credit, same_owner = _SHAPES[kind]
         if (
             debit_side != want_debit
             or credit_side != want_credit
+            or not debit_owner
+            or not credit_owner
             or (same_owner and debit_owner != credit_owner)
-            or (want_debit == FUNDING and debit_owner != SCHEME)
-            or (want_credit == FUNDING and credit_owner != SCHEME)
-            or (debit_side != FUNDING and debit_owner == SCHEME)
-            or (credit_side != FUNDING and credit_owner == SCHEME)
+            or (debit_owner == SCHEME) != (debit_side == FUNDING)
+            or (credit_owner == SCHEME) != (credit_side == FUNDING)
         ):
             raise ValueError(f"a {kind} entry cannot move {self.debit} -> {self.credit}")
