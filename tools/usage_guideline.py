@@ -55,9 +55,7 @@ MESSAGES: Final = (
 SCHEME_CURRENCY: Final = "USD"
 """RULEBOOK §2: the scheme currency (2 decimals)."""
 
-RULE_CURRENCY: Final = (
-    f"RULEBOOK §2: the currency is the scheme currency, {SCHEME_CURRENCY}."
-)
+RULE_CURRENCY: Final = f"RULEBOOK §2: the currency is the scheme currency, {SCHEME_CURRENCY}."
 RULE_AMOUNT: Final = (
     "RULEBOOK §2: interbank settlement amounts are in the scheme currency, with at most "
     "2 decimals, and greater than zero. The upper bound (the scheme limit) is "
@@ -254,7 +252,6 @@ class _Schema:
         self.refs: Counter[str] = Counter()
         for elem in self.root.iter(etree.Element):
             self._count(elem, +1)
-        self.annotated: dict[int, etree._Element] = {}
 
     def _local_refs(self, elem: etree._Element) -> Iterator[str]:
         """Names of this schema's types that `elem` references by @type or @base."""
@@ -471,6 +468,11 @@ def _without_editor_comment(root: etree._Element) -> etree._ElementTree:
         if not (isinstance(node, etree._Comment) and GENERATED_BY_EDITOR in str(node.text))
     ]
     copied = copy.deepcopy(root)  # a copy of the root element leaves its siblings behind
+    for inner in list(copied.iter(etree.Comment)):
+        if GENERATED_BY_EDITOR in str(inner.text):
+            parent = inner.getparent()
+            if parent is not None:
+                parent.remove(inner)
     for node in kept:  # nearest first
         copied.addprevious(copy.deepcopy(node))
     return etree.ElementTree(copied)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 from datetime import UTC, datetime
-from typing import Final
+from typing import Any, Final
 
 from lxml import etree
 
@@ -19,6 +19,11 @@ from switch.iso20022.registry import ENVELOPE_NS, MessageType
 from switch.iso20022.views import USABA, Agent
 
 _SUB: Final = etree.SubElement
+
+
+def _nsmap(namespace: str) -> Any:
+    """A default-namespace map (lxml's stubs do not admit the None key)."""
+    return {None: namespace}
 
 
 def iso_datetime(at: datetime) -> str:
@@ -64,7 +69,7 @@ def header(
 ) -> etree._Element:
     """A head.001.001.02 AppHdr from `sender` to `receiver` for a message of type `mtype`."""
     q = _q(MessageType.HEAD_001)
-    root = etree.Element(q + "AppHdr", nsmap={None: MessageType.HEAD_001.namespace})
+    root = etree.Element(q + "AppHdr", nsmap=_nsmap(MessageType.HEAD_001.namespace))
     _fin_instn_id(_SUB(_SUB(root, q + "Fr"), q + "FIId"), q, sender)
     _fin_instn_id(_SUB(_SUB(root, q + "To"), q + "FIId"), q, receiver)
     _text_el(root, q + "BizMsgIdr", biz_msg_idr)
@@ -93,7 +98,7 @@ def status_report(
 ) -> etree._Element:
     """A pacs.002.001.10 with one transaction status (and its reason, when rejected)."""
     q = _q(MessageType.PACS_002)
-    doc = etree.Element(q + "Document", nsmap={None: MessageType.PACS_002.namespace})
+    doc = etree.Element(q + "Document", nsmap=_nsmap(MessageType.PACS_002.namespace))
     body = _SUB(doc, q + "FIToFIPmtStsRpt")
     grp = _SUB(body, q + "GrpHdr")
     _text_el(grp, q + "MsgId", msg_id)
@@ -175,7 +180,7 @@ def message_reject(
 ) -> etree._Element:
     """An admi.002.001.01 rejecting a message that could not be used at all."""
     q = _q(MessageType.ADMI_002)
-    doc = etree.Element(q + "Document", nsmap={None: MessageType.ADMI_002.namespace})
+    doc = etree.Element(q + "Document", nsmap=_nsmap(MessageType.ADMI_002.namespace))
     body = _SUB(doc, q + "admi.002.001.01")
     _text_el(_SUB(body, q + "RltdRef"), q + "Ref", reference[:35] or "UNKNOWN")
     rsn = _SUB(body, q + "Rsn")
@@ -196,7 +201,7 @@ def system_event(
 ) -> etree._Element:
     """An admi.004.001.02 system event notification (sign-on/off, suspend, rollover)."""
     q = _q(MessageType.ADMI_004)
-    doc = etree.Element(q + "Document", nsmap={None: MessageType.ADMI_004.namespace})
+    doc = etree.Element(q + "Document", nsmap=_nsmap(MessageType.ADMI_004.namespace))
     evt = _SUB(_SUB(doc, q + "SysEvtNtfctn"), q + "EvtInf")
     _text_el(evt, q + "EvtCd", code)
     for p in params:
@@ -212,7 +217,7 @@ _BIZMSG: Final = "{" + ENVELOPE_NS + "}BizMsg"
 
 def business_message(app_hdr: etree._Element, document: etree._Element) -> bytes:
     """The scheme's transport message: a `BizMsg` envelope with AppHdr then Document."""
-    root = etree.Element(_BIZMSG, nsmap={None: ENVELOPE_NS})
+    root = etree.Element(_BIZMSG, nsmap=_nsmap(ENVELOPE_NS))
     root.append(app_hdr)
     root.append(document)
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8")

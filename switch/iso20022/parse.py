@@ -7,7 +7,8 @@ pass four gates before any business code sees them, each failing with its own
 1. size: empty input and input over the size limit are refused unread;
 2. well-formedness, with a parser that never loads a DTD, never expands an entity and
    never touches the network; a document that carries a DOCTYPE at all is refused;
-3. depth: a tree deeper than the limit is refused (libxml2's own cap is far higher);
+3. depth: a tree deeper than the limit is refused (libxml2 itself stops at 256 levels;
+   a stricter configured limit is checked on the parsed tree);
 4. shape: the root must be a scheme envelope (`BizMsg`: one AppHdr then one Document), a
    bare Document or a bare AppHdr, in a namespace the registry knows.
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from lxml import etree
 
@@ -36,8 +37,11 @@ from switch.iso20022.registry import (
 
 DEFAULT_MAX_BYTES: Final = 1 << 20
 """Default size limit of one real-time message (1 MiB); batch files set their own."""
-DEFAULT_MAX_DEPTH: Final = 48
-"""Default nesting limit; the deepest legitimate path of the scheme's messages is ~20."""
+PARSER_MAX_DEPTH: Final = 256
+"""libxml2's own nesting limit (XML_PARSE_HUGE off): enforced inside the parser, at no cost."""
+DEFAULT_MAX_DEPTH: Final = PARSER_MAX_DEPTH
+"""Default nesting limit; the deepest legitimate path of the scheme's messages is ~20.
+A stricter limit is checked after parsing, at a small cost per message."""
 
 HEAD_NS: Final = MessageType.HEAD_001.namespace
 _APPHDR: Final = f"{{{HEAD_NS}}}AppHdr"
@@ -172,13 +176,23 @@ def parse(data: bytes, limits: ParseLimits = ParseLimits()) -> Message:
         root = etree.fromstring(data, _parser())
     except etree.XMLSyntaxError as exc:
         line = exc.lineno if exc.lineno else None
+        if "Excessive depth" in str(exc.msg):
+            raise MessageTooDeep(
+                f"elements nest deeper than {PARSER_MAX_DEPTH} levels", line=line
+            ) from None
         raise NotWellFormed(f"not well-formed XML: {exc.msg}", line=line) from None
     docinfo = root.getroottree().docinfo
-    if docinfo.doctype or docinfo.internalDTD is not None:
+    if getattr(docinfo, "doctype", "") or docinfo.internalDTD is not None:
         raise ForbiddenDTD("DOCTYPE declarations (DTDs, entities) are not allowed")
-    if _too_deep(root, limits.max_depth):
+    if limits.max_depth < PARSER_MAX_DEPTH and _too_deep(root, limits.max_depth):
         raise MessageTooDeep(f"elements nest deeper than {limits.max_depth} levels")
     return _classify(data, root)
+
+
+def _line(el: etree._Element) -> int | None:
+    """The source line of `el` (lxml's stubs type it loosely)."""
+    line: Any = el.sourceline
+    return int(line) if isinstance(line, int) else None
 
 
 def _ns_of(el: etree._Element) -> tuple[str, str]:
@@ -192,12 +206,12 @@ def _doc_type(el: etree._Element) -> MessageType:
         where = f" in namespace {ns}" if ns else ""
         raise UnknownNamespace(
             f"root element <{local}>{where} is not an ISO 20022 Document, AppHdr or BizMsg",
-            line=el.sourceline,
+            line=_line(el),
         )
     try:
         mtype = message_type(ns)
     except UnknownMessageType as exc:
-        raise UnknownNamespace(str(exc), line=el.sourceline) from None
+        raise UnknownNamespace(str(exc), line=_line(el)) from None
     if mtype is MessageType.HEAD_001:
         raise UnknownNamespace(f"a Document cannot be in the header namespace {ns}")
     return mtype
@@ -210,7 +224,7 @@ def _classify(data: bytes, root: etree._Element) -> Message:
         if len(children) != 2 or children[0].tag != _APPHDR:
             raise BadEnvelope(
                 "BizMsg must hold exactly one AppHdr (head.001.001.02) followed by one Document",
-                line=root.sourceline,
+                line=_line(root),
             )
         mtype = _doc_type(children[1])
         return Message(raw=data, mtype=mtype, header=children[0], document=children[1])
@@ -280,7 +294,7 @@ def _header_matches(msg: Message) -> list[SchemaIssue]:
     declared = (el.text or "").strip() if el is not None else ""
     if declared == msg.mtype.value:
         return []
-    line = el.sourceline if el is not None and el.sourceline else 0
+    line = (_line(el) or 0) if el is not None else 0
     return [
         SchemaIssue(
             part="AppHdr",

@@ -11,6 +11,7 @@ that is missing raises `ViewError`, naming it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final
@@ -213,47 +214,53 @@ class SystemEvent:
     time: str | None
 
 
-class _Names:
-    """Qualified tag names of one namespace, computed once."""
-
-    __slots__ = ("_cache", "ns")
+class _Names(dict[str, str]):
+    """Qualified tag names of one namespace, computed on first use: `n["MsgId"]`."""
 
     def __init__(self, ns: str) -> None:
+        super().__init__()
         self.ns = ns
-        self._cache: dict[str, str] = {}
 
-    def __call__(self, local: str) -> str:
-        q = self._cache.get(local)
-        if q is None:
-            q = self._cache[local] = f"{{{self.ns}}}{local}"
+    def __missing__(self, local: str) -> str:
+        q = self[local] = f"{{{self.ns}}}{local}"
         return q
 
 
 _NAMES: Final = {t: _Names(t.namespace) for t in MessageType}
 
 
-def _child(el: etree._Element | None, q: str) -> etree._Element | None:
+_Kids = dict[object, etree._Element]
+_NONE: Final[_Kids] = {}
+
+
+def _kids(el: etree._Element | None) -> _Kids:
+    """The children of `el` by tag: one pass, then lookups are dictionary hits.
+
+    For elements that occur once (all those read this way) the last occurrence is the only
+    one; repeating elements are read with `iterchildren`.
+    """
     if el is None:
+        return _NONE
+    return {c.tag: c for c in el}
+
+
+def _text(k: _Kids, q: str) -> str | None:
+    c = k.get(q)
+    if c is None:
         return None
-    return el.find(q)
+    t = c.text
+    return t.strip() if t is not None else None
 
 
-def _text(el: etree._Element | None, q: str) -> str | None:
-    c = _child(el, q)
-    if c is None or c.text is None:
-        return None
-    return c.text.strip()
-
-
-def _need(el: etree._Element | None, q: str) -> etree._Element:
-    c = _child(el, q)
+def _need(k: _Kids, q: str) -> etree._Element:
+    c = k.get(q)
     if c is None:
         raise ViewError(f"missing mandatory element {etree.QName(q).localname}")
     return c
 
 
-def _need_text(el: etree._Element | None, q: str) -> str:
-    t = _text(el, q)
+def _need_text(k: _Kids, q: str) -> str:
+    t = _text(k, q)
     if t is None:
         raise ViewError(f"missing mandatory element {etree.QName(q).localname}")
     return t
@@ -266,21 +273,24 @@ def _amount(el: etree._Element | None) -> Amount | None:
 
 
 def _agent(n: _Names, el: etree._Element | None) -> Agent | None:
-    """Agent from a BranchAndFinancialInstitutionIdentification6 element."""
-    fin = _child(el, n("FinInstnId"))
-    if fin is None:
+    """Agent from a BranchAndFinancialInstitutionIdentification6 (or Party44 FIId) element."""
+    if el is None:
         return None
-    bicfi = _text(fin, n("BICFI"))
-    mmb = _child(fin, n("ClrSysMmbId"))
-    member_id = _text(mmb, n("MmbId"))
-    system = _text(_child(mmb, n("ClrSysId")), n("Cd")) if mmb is not None else None
+    fin = _kids(_kids(el).get(n["FinInstnId"]))
+    bicfi = _text(fin, n["BICFI"])
+    mmb_el = fin.get(n["ClrSysMmbId"])
+    member_id = system = None
+    if mmb_el is not None:
+        mmb = _kids(mmb_el)
+        member_id = _text(mmb, n["MmbId"])
+        system = _text(_kids(mmb.get(n["ClrSysId"])), n["Cd"])
     if bicfi is None and member_id is None:
         return None
     return Agent(bicfi=bicfi, member_id=member_id, clearing_system=system)
 
 
-def _need_agent(n: _Names, el: etree._Element | None, name: str) -> Agent:
-    agent = _agent(n, _child(el, n(name)))
+def _need_agent(n: _Names, k: _Kids, name: str) -> Agent:
+    agent = _agent(n, k.get(n[name]))
     if agent is None:
         raise ViewError(f"{name} names no BICFI and no clearing system member id")
     return agent
@@ -289,17 +299,19 @@ def _need_agent(n: _Names, el: etree._Element | None, name: str) -> Agent:
 def _account(n: _Names, el: etree._Element | None) -> Account | None:
     if el is None:
         return None
-    ident = _child(el, n("Id"))
-    iban = _text(ident, n("IBAN"))
-    other = _text(_child(ident, n("Othr")), n("Id"))
+    k = _kids(el)
+    ident = _kids(k.get(n["Id"]))
+    iban = _text(ident, n["IBAN"])
+    other = _text(_kids(ident.get(n["Othr"])), n["Id"])
     proxy = None
-    prxy = _child(el, n("Prxy"))
-    if prxy is not None:
-        tp = _child(prxy, n("Tp"))
+    prxy_el = k.get(n["Prxy"])
+    if prxy_el is not None:
+        prxy = _kids(prxy_el)
+        tp = _kids(prxy.get(n["Tp"]))
         proxy = Proxy(
-            type_code=_text(tp, n("Cd")),
-            type_proprietary=_text(tp, n("Prtry")),
-            id=_need_text(prxy, n("Id")),
+            type_code=_text(tp, n["Cd"]),
+            type_proprietary=_text(tp, n["Prtry"]),
+            id=_need_text(prxy, n["Id"]),
         )
     return Account(iban=iban, other_id=other, proxy=proxy)
 
@@ -307,101 +319,106 @@ def _account(n: _Names, el: etree._Element | None) -> Account | None:
 def header(el: etree._Element) -> Header:
     """The typed view of an AppHdr element."""
     n = _NAMES[MessageType.HEAD_001]
-    fr = _child(_child(_need(el, n("Fr")), n("FIId")), n("FinInstnId"))
-    to = _child(_child(_need(el, n("To")), n("FIId")), n("FinInstnId"))
+    k = _kids(el)
+    fr = _agent(n, _kids(_need(k, n["Fr"])).get(n["FIId"]))
+    to = _agent(n, _kids(_need(k, n["To"])).get(n["FIId"]))
     return Header(
-        from_bicfi=_text(fr, n("BICFI")),
-        from_member_id=_text(_child(fr, n("ClrSysMmbId")), n("MmbId")),
-        to_bicfi=_text(to, n("BICFI")),
-        to_member_id=_text(_child(to, n("ClrSysMmbId")), n("MmbId")),
-        biz_msg_idr=_need_text(el, n("BizMsgIdr")),
-        msg_def_idr=_need_text(el, n("MsgDefIdr")),
-        created=_need_text(el, n("CreDt")),
-        signed=el.find(n("Sgntr")) is not None,
+        from_bicfi=fr.bicfi if fr else None,
+        from_member_id=fr.member_id if fr else None,
+        to_bicfi=to.bicfi if to else None,
+        to_member_id=to.member_id if to else None,
+        biz_msg_idr=_need_text(k, n["BizMsgIdr"]),
+        msg_def_idr=_need_text(k, n["MsgDefIdr"]),
+        created=_need_text(k, n["CreDt"]),
+        signed=n["Sgntr"] in k,
+    )
+
+
+def _credit_transfer_tx(n: _Names, tx: etree._Element) -> CreditTransferTx:
+    k = _kids(tx)
+    pmt = _kids(_need(k, n["PmtId"]))
+    amount = _amount(_need(k, n["IntrBkSttlmAmt"]))
+    assert amount is not None
+    return CreditTransferTx(
+        instr_id=_text(pmt, n["InstrId"]),
+        end_to_end_id=_need_text(pmt, n["EndToEndId"]),
+        tx_id=_text(pmt, n["TxId"]),
+        uetr=_text(pmt, n["UETR"]),
+        amount=amount,
+        settlement_date=_text(k, n["IntrBkSttlmDt"]),
+        charge_bearer=_need_text(k, n["ChrgBr"]),
+        instructing_agent=_agent(n, k.get(n["InstgAgt"])),
+        instructed_agent=_agent(n, k.get(n["InstdAgt"])),
+        debtor_name=_text(_kids(k.get(n["Dbtr"])), n["Nm"]),
+        debtor_account=_account(n, k.get(n["DbtrAcct"])),
+        debtor_agent=_need_agent(n, k, "DbtrAgt"),
+        creditor_agent=_need_agent(n, k, "CdtrAgt"),
+        creditor_name=_text(_kids(k.get(n["Cdtr"])), n["Nm"]),
+        creditor_account=_account(n, k.get(n["CdtrAcct"])),
     )
 
 
 def credit_transfer(doc: etree._Element) -> CreditTransfer:
     """The typed view of a pacs.008.001.08 Document."""
     n = _NAMES[MessageType.PACS_008]
-    body = _need(doc, n("FIToFICstmrCdtTrf"))
-    grp = _need(body, n("GrpHdr"))
-    txs: list[CreditTransferTx] = []
-    for tx in body.iterchildren(n("CdtTrfTxInf")):
-        pmt = _need(tx, n("PmtId"))
-        amount = _amount(_need(tx, n("IntrBkSttlmAmt")))
-        assert amount is not None
-        txs.append(
-            CreditTransferTx(
-                instr_id=_text(pmt, n("InstrId")),
-                end_to_end_id=_need_text(pmt, n("EndToEndId")),
-                tx_id=_text(pmt, n("TxId")),
-                uetr=_text(pmt, n("UETR")),
-                amount=amount,
-                settlement_date=_text(tx, n("IntrBkSttlmDt")),
-                charge_bearer=_need_text(tx, n("ChrgBr")),
-                instructing_agent=_agent(n, _child(tx, n("InstgAgt"))),
-                instructed_agent=_agent(n, _child(tx, n("InstdAgt"))),
-                debtor_name=_text(_child(tx, n("Dbtr")), n("Nm")),
-                debtor_account=_account(n, _child(tx, n("DbtrAcct"))),
-                debtor_agent=_need_agent(n, tx, "DbtrAgt"),
-                creditor_agent=_need_agent(n, tx, "CdtrAgt"),
-                creditor_name=_text(_child(tx, n("Cdtr")), n("Nm")),
-                creditor_account=_account(n, _child(tx, n("CdtrAcct"))),
-            )
-        )
-    sttlm = _need(grp, n("SttlmInf"))
+    body = _need(_kids(doc), n["FIToFICstmrCdtTrf"])
+    grp_el = body[0]
+    if grp_el.tag != n["GrpHdr"]:
+        raise ViewError("missing mandatory element GrpHdr")
+    grp = _kids(grp_el)
+    txs = tuple(_credit_transfer_tx(n, tx) for tx in body.iterchildren(n["CdtTrfTxInf"]))
     return CreditTransfer(
-        msg_id=_need_text(grp, n("MsgId")),
-        created=_need_text(grp, n("CreDtTm")),
-        nb_of_txs=int(_need_text(grp, n("NbOfTxs"))),
-        settlement_method=_need_text(sttlm, n("SttlmMtd")),
-        total_amount=_amount(_child(grp, n("TtlIntrBkSttlmAmt"))),
-        instructing_agent=_agent(n, _child(grp, n("InstgAgt"))),
-        instructed_agent=_agent(n, _child(grp, n("InstdAgt"))),
-        transactions=tuple(txs),
+        msg_id=_need_text(grp, n["MsgId"]),
+        created=_need_text(grp, n["CreDtTm"]),
+        nb_of_txs=int(_need_text(grp, n["NbOfTxs"])),
+        settlement_method=_need_text(_kids(_need(grp, n["SttlmInf"])), n["SttlmMtd"]),
+        total_amount=_amount(grp.get(n["TtlIntrBkSttlmAmt"])),
+        instructing_agent=_agent(n, grp.get(n["InstgAgt"])),
+        instructed_agent=_agent(n, grp.get(n["InstdAgt"])),
+        transactions=txs,
     )
 
 
 def status_report(doc: etree._Element) -> StatusReport:
     """The typed view of a pacs.002.001.10 Document."""
     n = _NAMES[MessageType.PACS_002]
-    body = _need(doc, n("FIToFIPmtStsRpt"))
-    grp = _need(body, n("GrpHdr"))
-    group_info = _child(body, n("OrgnlGrpInfAndSts"))
+    body_el = _need(_kids(doc), n["FIToFIPmtStsRpt"])
+    body = _kids(body_el)
+    grp = _kids(_need(body, n["GrpHdr"]))
+    group_info = _kids(next(body_el.iterchildren(n["OrgnlGrpInfAndSts"]), None))
     txs: list[TxStatus] = []
-    for tx in body.iterchildren(n("TxInfAndSts")):
-        orig = _child(tx, n("OrgnlGrpInf"))
-        if orig is None:
-            orig = group_info
+    for tx in body_el.iterchildren(n["TxInfAndSts"]):
+        k = _kids(tx)
+        orig_el = k.get(n["OrgnlGrpInf"])
+        orig = _kids(orig_el) if orig_el is not None else group_info
         reasons: list[str] = []
         info: list[str] = []
-        for rsn in tx.iterchildren(n("StsRsnInf")):
-            r = _child(rsn, n("Rsn"))
-            code = _text(r, n("Cd")) or _text(r, n("Prtry"))
+        for rsn in tx.iterchildren(n["StsRsnInf"]):
+            r = _kids(_kids(rsn).get(n["Rsn"]))
+            code = _text(r, n["Cd"]) or _text(r, n["Prtry"])
             if code:
                 reasons.append(code)
-            info.extend((a.text or "").strip() for a in rsn.iterchildren(n("AddtlInf")))
+            info.extend((a.text or "").strip() for a in rsn.iterchildren(n["AddtlInf"]))
         txs.append(
             TxStatus(
-                original_msg_id=_text(orig, n("OrgnlMsgId")),
-                original_msg_name=_text(orig, n("OrgnlMsgNmId")),
-                original_instr_id=_text(tx, n("OrgnlInstrId")),
-                original_end_to_end_id=_text(tx, n("OrgnlEndToEndId")),
-                original_tx_id=_text(tx, n("OrgnlTxId")),
-                original_uetr=_text(tx, n("OrgnlUETR")),
-                status=_text(tx, n("TxSts")),
+                original_msg_id=_text(orig, n["OrgnlMsgId"]),
+                original_msg_name=_text(orig, n["OrgnlMsgNmId"]),
+                original_instr_id=_text(k, n["OrgnlInstrId"]),
+                original_end_to_end_id=_text(k, n["OrgnlEndToEndId"]),
+                original_tx_id=_text(k, n["OrgnlTxId"]),
+                original_uetr=_text(k, n["OrgnlUETR"]),
+                status=_text(k, n["TxSts"]),
                 reasons=tuple(reasons),
                 additional_info=tuple(info),
-                instructing_agent=_agent(n, _child(tx, n("InstgAgt"))),
-                instructed_agent=_agent(n, _child(tx, n("InstdAgt"))),
+                instructing_agent=_agent(n, k.get(n["InstgAgt"])),
+                instructed_agent=_agent(n, k.get(n["InstdAgt"])),
             )
         )
     return StatusReport(
-        msg_id=_need_text(grp, n("MsgId")),
-        created=_need_text(grp, n("CreDtTm")),
-        instructing_agent=_agent(n, _child(grp, n("InstgAgt"))),
-        instructed_agent=_agent(n, _child(grp, n("InstdAgt"))),
+        msg_id=_need_text(grp, n["MsgId"]),
+        created=_need_text(grp, n["CreDtTm"]),
+        instructing_agent=_agent(n, grp.get(n["InstgAgt"])),
+        instructed_agent=_agent(n, grp.get(n["InstdAgt"])),
         transactions=tuple(txs),
     )
 
@@ -409,32 +426,32 @@ def status_report(doc: etree._Element) -> StatusReport:
 def status_request(doc: etree._Element) -> StatusRequest:
     """The typed view of a pacs.028.001.03 Document."""
     n = _NAMES[MessageType.PACS_028]
-    body = _need(doc, n("FIToFIPmtStsReq"))
-    grp = _need(body, n("GrpHdr"))
-    group_info = _child(body, n("OrgnlGrpInf"))
+    body_el = _need(_kids(doc), n["FIToFIPmtStsReq"])
+    grp = _kids(_need(_kids(body_el), n["GrpHdr"]))
+    group_info = _kids(next(body_el.iterchildren(n["OrgnlGrpInf"]), None))
     txs: list[StatusRequestTx] = []
-    for tx in body.iterchildren(n("TxInf")):
-        orig = _child(tx, n("OrgnlGrpInf"))
-        if orig is None:
-            orig = group_info
+    for tx in body_el.iterchildren(n["TxInf"]):
+        k = _kids(tx)
+        orig_el = k.get(n["OrgnlGrpInf"])
+        orig = _kids(orig_el) if orig_el is not None else group_info
         txs.append(
             StatusRequestTx(
-                status_request_id=_text(tx, n("StsReqId")),
-                original_msg_id=_text(orig, n("OrgnlMsgId")),
-                original_msg_name=_text(orig, n("OrgnlMsgNmId")),
-                original_instr_id=_text(tx, n("OrgnlInstrId")),
-                original_end_to_end_id=_text(tx, n("OrgnlEndToEndId")),
-                original_tx_id=_text(tx, n("OrgnlTxId")),
-                original_uetr=_text(tx, n("OrgnlUETR")),
-                instructing_agent=_agent(n, _child(tx, n("InstgAgt"))),
-                instructed_agent=_agent(n, _child(tx, n("InstdAgt"))),
+                status_request_id=_text(k, n["StsReqId"]),
+                original_msg_id=_text(orig, n["OrgnlMsgId"]),
+                original_msg_name=_text(orig, n["OrgnlMsgNmId"]),
+                original_instr_id=_text(k, n["OrgnlInstrId"]),
+                original_end_to_end_id=_text(k, n["OrgnlEndToEndId"]),
+                original_tx_id=_text(k, n["OrgnlTxId"]),
+                original_uetr=_text(k, n["OrgnlUETR"]),
+                instructing_agent=_agent(n, k.get(n["InstgAgt"])),
+                instructed_agent=_agent(n, k.get(n["InstdAgt"])),
             )
         )
     return StatusRequest(
-        msg_id=_need_text(grp, n("MsgId")),
-        created=_need_text(grp, n("CreDtTm")),
-        instructing_agent=_agent(n, _child(grp, n("InstgAgt"))),
-        instructed_agent=_agent(n, _child(grp, n("InstdAgt"))),
+        msg_id=_need_text(grp, n["MsgId"]),
+        created=_need_text(grp, n["CreDtTm"]),
+        instructing_agent=_agent(n, grp.get(n["InstgAgt"])),
+        instructed_agent=_agent(n, grp.get(n["InstdAgt"])),
         transactions=tuple(txs),
     )
 
@@ -442,26 +459,27 @@ def status_request(doc: etree._Element) -> StatusRequest:
 def message_reject(doc: etree._Element) -> MessageReject:
     """The typed view of an admi.002.001.01 Document."""
     n = _NAMES[MessageType.ADMI_002]
-    body = _need(doc, n("admi.002.001.01"))
-    rsn = _need(body, n("Rsn"))
+    body = _kids(_need(_kids(doc), n["admi.002.001.01"]))
+    rsn = _kids(_need(body, n["Rsn"]))
     return MessageReject(
-        reference=_need_text(_need(body, n("RltdRef")), n("Ref")),
-        reason=_need_text(rsn, n("RjctgPtyRsn")),
-        rejected_at=_text(rsn, n("RjctnDtTm")),
-        error_location=_text(rsn, n("ErrLctn")),
-        description=_text(rsn, n("RsnDesc")),
+        reference=_need_text(_kids(_need(body, n["RltdRef"])), n["Ref"]),
+        reason=_need_text(rsn, n["RjctgPtyRsn"]),
+        rejected_at=_text(rsn, n["RjctnDtTm"]),
+        error_location=_text(rsn, n["ErrLctn"]),
+        description=_text(rsn, n["RsnDesc"]),
     )
 
 
 def system_event(doc: etree._Element) -> SystemEvent:
     """The typed view of an admi.004.001.02 Document."""
     n = _NAMES[MessageType.ADMI_004]
-    evt = _need(_need(doc, n("SysEvtNtfctn")), n("EvtInf"))
+    evt_el = _need(_kids(_need(_kids(doc), n["SysEvtNtfctn"])), n["EvtInf"])
+    evt = _kids(evt_el)
     return SystemEvent(
-        code=_need_text(evt, n("EvtCd")),
-        params=tuple((p.text or "").strip() for p in evt.iterchildren(n("EvtParam"))),
-        description=_text(evt, n("EvtDesc")),
-        time=_text(evt, n("EvtTm")),
+        code=_need_text(evt, n["EvtCd"]),
+        params=tuple((p.text or "").strip() for p in evt_el.iterchildren(n["EvtParam"])),
+        description=_text(evt, n["EvtDesc"]),
+        time=_text(evt, n["EvtTm"]),
     )
 
 
@@ -477,7 +495,7 @@ def document_view(msg: Message) -> View | None:
     return reader(doc)
 
 
-_READERS: Final = {
+_READERS: Final[dict[MessageType, Callable[[etree._Element], View]]] = {
     MessageType.PACS_008: credit_transfer,
     MessageType.PACS_002: status_report,
     MessageType.PACS_028: status_request,
