@@ -170,12 +170,14 @@ def parse(data: bytes, limits: ParseLimits = ParseLimits()) -> Message:
     """Parse untrusted `data` into a classified Message; raise UnusableMessage if it is not one."""
     if len(data) > limits.max_bytes:
         raise MessageTooLarge(f"message is {len(data)} bytes, over the limit of {limits.max_bytes}")
-    if not data.strip():
+    if not data or data.isspace():
         raise EmptyMessage("message is empty")
     try:
         root = etree.fromstring(data, _parser())
     except etree.XMLSyntaxError as exc:
         line = exc.lineno if exc.lineno else None
+        if b"<!DOCTYPE" in data:
+            raise ForbiddenDTD("DOCTYPE declarations (DTDs, entities) are not allowed") from None
         if "Excessive depth" in str(exc.msg):
             raise MessageTooDeep(
                 f"elements nest deeper than {PARSER_MAX_DEPTH} levels", line=line
