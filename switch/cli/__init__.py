@@ -10,6 +10,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from switch.cli import bench as bench_cmd
+from switch.cli import demo as demo_cmd
 from switch.cli import validate as validate_cmd
 
 
@@ -20,6 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     validate_cmd.register(sub)
+    demo_cmd.register(sub)
+    bench_cmd.register(sub)
     return parser
 
 

@@ -1,0 +1,783 @@
+"""The engine: drives the pure core with batches of transport messages.
+
+Theory of operation. The engine owns the switch's hot state in memory (positions in a
+`Book`, every payment by id and by UETR, the duplicate keys, the open deadlines), rebuilt
+from the store at start-up. It runs one loop:
+
+1. take a batch of deliveries from the transport (up to `batch_size`, waiting at most
+   `batch_wait` once the first is in, or until the next deadline is due);
+2. for each delivery, in arrival order: archive it, parse and validate it, and let the
+   core decide (business rules, state transitions, ledger operations); every decision
+   appends to one `Batch` (archived messages, payments, state changes, journal entries,
+   outbound messages) and mutates the in-memory state;
+3. expire the deadlines that are due (release, RJCT AB05 to both agents);
+4. commit the `Batch` in ONE store transaction, positions updated once each by their net
+   delta (group commit); if the commit fails the engine stops, and a restart rebuilds the
+   state from the store, which is all-or-nothing per batch;
+5. acknowledge the deliveries to the transport, send the outbound messages, record
+   them as sent.
+
+Nothing is sent before it is committed, so a crash at any instant leaves, at worst,
+committed messages not yet sent (sent again at start-up, receivers de-duplicate by
+BizMsgIdr) and uncommitted deliveries not yet acknowledged (delivered again by the
+transport). The steps of a payment are those of RULEBOOK §3, and every rejection maps to
+one reason code of §4.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import heapq
+import itertools
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Final
+
+from lxml import etree
+
+from switch.core import (
+    AgentRef,
+    InsufficientPosition,
+    Participant,
+    ParticipantDirectory,
+    PaymentEvent,
+    PaymentFacts,
+    PaymentState,
+    RuleContext,
+    check_payment,
+    inquiry_status,
+    next_state,
+)
+from switch.core.money import to_minor
+from switch.iso20022 import (
+    Message,
+    MessageType,
+    ParseLimits,
+    SchemaIssue,
+    UnusableMessage,
+    build,
+    default_registry,
+    parse,
+    validate,
+    views,
+)
+from switch.iso20022.registry import SchemaRegistry
+from switch.iso20022.views import Agent
+from switch.ledger import Book, JournalEntry, net_deltas
+from switch.settings import Settings
+from switch.store.base import (
+    ArchivedMessage,
+    Batch,
+    Direction,
+    PaymentRecord,
+    PaymentUpdate,
+    Store,
+)
+from switch.transport import Delivery, SwitchTransport
+
+log = logging.getLogger("rtpswitch.engine")
+
+USABA: Final = "USABA"
+BICFI: Final = "BICFI"
+ACCEPT_STATUSES: Final = frozenset({"ACSP", "ACCP", "ACSC", "ACCC", "ACWC"})
+
+
+def utcnow() -> datetime:
+    """The current instant, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class IdGenerator:
+    """Unique identifiers (<= 35 characters) that stay unique across restarts."""
+
+    def __init__(self, prefix: str) -> None:
+        self._prefix = f"{prefix}{time.time_ns() // 1000:x}"
+        self._n = itertools.count(1)
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{next(self._n):08d}"
+
+
+@dataclass(slots=True)
+class _Send:
+    """An outbound message committed in this batch, to be sent after the commit."""
+
+    participant: str
+    message: ArchivedMessage
+
+
+@dataclass(slots=True)
+class _Work:
+    """What one batch produced."""
+
+    batch: Batch = field(default_factory=Batch)
+    sends: list[_Send] = field(default_factory=list)
+    by_inbound: dict[str, list[ArchivedMessage]] = field(default_factory=dict)
+    payments: int = 0
+
+
+@dataclass(slots=True)
+class EngineStats:
+    """Counters for monitoring and benchmarks."""
+
+    messages_in: int = 0
+    messages_out: int = 0
+    batches: int = 0
+    payments: int = 0
+    settled: int = 0
+    rejected: int = 0
+    timed_out: int = 0
+
+
+class Engine:
+    """The clearing engine of one switch instance."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: Store,
+        transport: SwitchTransport,
+        clock: Callable[[], datetime] = utcnow,
+        registry: SchemaRegistry | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.transport = transport
+        self.clock = clock
+        self.registry = registry or default_registry()
+        self.limits = ParseLimits(max_bytes=settings.engine.max_message_bytes)
+        self.timeout = timedelta(seconds=settings.response_timeout)
+        rules = settings.scheme
+        self.switch_by_bicfi = Agent(bicfi=rules.switch_bicfi)
+        self.switch_by_member = Agent(member_id=rules.switch_member_id, clearing_system=USABA)
+        self.book = Book()
+        self.ctx = RuleContext(rules=rules, participants=ParticipantDirectory(()))
+        self.payments: dict[str, PaymentRecord] = {}
+        self.by_uetr: dict[str, PaymentRecord] = {}
+        self.e2e_keys: set[tuple[str, str, str]] = set()
+        self.msg_ids: set[tuple[str, str]] = set()
+        self.hashes: dict[tuple[str, str], str] = {}
+        self.deadlines: list[tuple[datetime, str]] = []
+        self.stats = EngineStats()
+        self.on_final: Callable[[PaymentRecord], None] | None = None
+        self._ids = IdGenerator("SW")
+        self._pids = IdGenerator("P")
+        self._started = False
+
+    # --- start-up -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Rebuild the in-memory state from the store and send what was left unsent."""
+        self.registry.load_all()
+        state = await self.store.load_state()
+        self._set_participants(state.participants.values())
+        self.book = Book.from_positions(
+            state.positions, funded=state.funded, defunded=state.defunded
+        )
+        for p in state.payments:
+            self._index(p)
+            if p.state is PaymentState.FORWARDED and p.deadline is not None:
+                heapq.heappush(self.deadlines, (p.deadline, p.id))
+        self.msg_ids = set(state.msg_ids)
+        self.hashes = dict(state.inbound_hashes)
+        self._started = True
+        if state.unsent:
+            log.info("sending %d committed messages left unsent", len(state.unsent))
+            await self._send([_Send(m.participant, m) for m in state.unsent])
+
+    def _set_participants(self, participants: Iterable[Participant]) -> None:
+        plist = list(participants)
+        self.ctx = RuleContext(rules=self.settings.scheme, participants=ParticipantDirectory(plist))
+        for p in plist:
+            self.book.open(p.id)
+
+    def _index(self, p: PaymentRecord) -> None:
+        self.payments[p.id] = p
+        self.by_uetr[p.uetr] = p
+        self.e2e_keys.add((p.debtor_agent, p.end_to_end_id, p.tx_id or ""))
+
+    @property
+    def open_payments(self) -> int:
+        """Payments not yet in a final state."""
+        return sum(1 for p in self.payments.values() if p.state is PaymentState.FORWARDED)
+
+    # --- operator actions ---------------------------------------------------------------
+
+    async def fund(self, participant: str, amount: int, ref: str) -> None:
+        """Fund `participant`'s position by `amount` minor units (operator action)."""
+        entries = self.book.fund(participant, amount, ref)
+        await self._commit_entries(entries)
+
+    async def _commit_entries(self, entries: list[JournalEntry]) -> None:
+        batch = Batch(journal=entries, deltas=net_deltas(entries))
+        await self.store.commit_batch(batch)
+
+    # --- the loop -----------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Clear until `stop` is set."""
+        if not self._started:
+            await self.start()
+        eng = self.settings.engine
+        while not stop.is_set():
+            wait = 0.05
+            if self.deadlines:
+                due = (self.deadlines[0][0] - self.clock()).total_seconds()
+                wait = max(0.0, min(wait, due))
+            deliveries = await self.transport.receive_batch(eng.batch_size, wait)
+            if deliveries and len(deliveries) < eng.batch_size and eng.batch_wait > 0:
+                await asyncio.sleep(eng.batch_wait)
+                deliveries += await self.transport.receive_batch(
+                    eng.batch_size - len(deliveries), 0
+                )
+            await self.step(deliveries)
+
+    async def step(self, deliveries: Sequence[Delivery]) -> None:
+        """Decide, commit and send one batch of deliveries (and any due deadlines)."""
+        now = self.clock()
+        due = bool(self.deadlines) and self.deadlines[0][0] <= now
+        if not deliveries and not due:
+            return
+        resends = await self._lookup_resends(deliveries)
+        work = _Work()
+        for d in deliveries:
+            self._handle(d, now, work, resends)
+        self._expire(now, work)
+        batch = work.batch
+        batch.deltas = net_deltas(batch.journal)
+        await self.store.commit_batch(batch)
+        self.stats.batches += 1
+        self.stats.messages_in += len(deliveries)
+        await self.transport.ack(deliveries)
+        await self._send(work.sends)
+
+    async def _send(self, sends: list[_Send]) -> None:
+        if not sends:
+            return
+        for s in sends:
+            await self.transport.send(s.participant, s.message.raw)
+        self.stats.messages_out += len(sends)
+        await self.store.mark_sent([s.message.id for s in sends], self.clock())
+
+    async def _lookup_resends(
+        self, deliveries: Sequence[Delivery]
+    ) -> dict[tuple[str, str], list[ArchivedMessage]]:
+        """Earlier answers to byte-identical messages already committed (rare path)."""
+        found: dict[tuple[str, str], list[ArchivedMessage]] = {}
+        for d in deliveries:
+            key = (d.sender, hashlib.sha256(d.data).hexdigest())
+            prev = self.hashes.get(key)
+            if prev is not None and key not in found:
+                found[key] = await self.store.responses_to(prev, d.sender)
+        return found
+
+    # --- one delivery -------------------------------------------------------------------
+
+    def _handle(
+        self,
+        d: Delivery,
+        now: datetime,
+        work: _Work,
+        resends: dict[tuple[str, str], list[ArchivedMessage]],
+    ) -> None:
+        sha = hashlib.sha256(d.data).hexdigest()
+        inbound = ArchivedMessage(
+            id=self._ids(),
+            direction=Direction.IN,
+            participant=d.sender,
+            msg_type="unknown",
+            biz_msg_id=None,
+            sha256=sha,
+            raw=d.data,
+            at=now,
+        )
+        key = (d.sender, sha)
+        prev = self.hashes.get(key)
+        if prev is not None:
+            work.batch.messages.append(inbound)
+            self._resend(d.sender, prev, inbound, resends.get(key), now, work)
+            return
+        self.hashes[key] = inbound.id
+        try:
+            msg = parse(d.data, self.limits)
+        except UnusableMessage as exc:
+            work.batch.messages.append(inbound)
+            self._reject_message(d.sender, inbound, "unusable", str(exc), now, work)
+            return
+        hdr = views.header(msg.header) if msg.header is not None else None
+        inbound = _with(inbound, msg.mtype.value, hdr.biz_msg_idr if hdr else None)
+        work.batch.messages.append(inbound)
+        if d.sender not in self.ctx.directory:
+            log.warning("message from unknown participant %s archived and ignored", d.sender)
+            return
+        if hdr is None or msg.document is None:
+            text = "a business message is one AppHdr and one Document in a BizMsg envelope"
+            self._reject_message(d.sender, inbound, "envelope", text, now, work)
+            return
+        issues = validate(msg, self.registry)
+        mtype = msg.mtype
+        if mtype is MessageType.PACS_008:
+            self._credit_transfer(d.sender, msg, hdr, issues, inbound, now, work)
+        elif issues:
+            first = issues[0]
+            self._reject_message(
+                d.sender, inbound, "FF01", first.message, now, work, location=first.path
+            )
+        elif hdr.from_bicfi is None or self._bicfi(hdr.from_bicfi) != d.sender:
+            text = f"AppHdr Fr {hdr.sender or '(none)'} is not the sender {d.sender}"
+            self._reject_message(d.sender, inbound, "RC01", text, now, work, location="AppHdr/Fr")
+        elif mtype is MessageType.PACS_002:
+            self._status_report(d.sender, msg, inbound, now, work)
+        elif mtype is MessageType.PACS_028:
+            self._status_request(d.sender, msg, inbound, now, work)
+        elif mtype is MessageType.ADMI_002:
+            rej = views.message_reject(msg.document)
+            log.warning("%s rejected message %s: %s", d.sender, rej.reference, rej.reason)
+        else:
+            text = f"{mtype.value} from a participant is not supported by the switch"
+            self._reject_message(d.sender, inbound, "unsupported", text, now, work)
+
+    def _bicfi(self, bicfi: str) -> str | None:
+        p = self.ctx.directory.by_bicfi(bicfi)
+        return p.id if p is not None else None
+
+    def _resend(
+        self,
+        sender: str,
+        prev: str,
+        inbound: ArchivedMessage,
+        committed: list[ArchivedMessage] | None,
+        now: datetime,
+        work: _Work,
+    ) -> None:
+        """A byte-identical resend gets the same answers again (none yet: the answer follows)."""
+        answers = list(committed or ())
+        answers += [m for m in work.by_inbound.get(prev, ()) if m.participant == sender]
+        for old in answers:
+            copy = ArchivedMessage(
+                id=self._ids(),
+                direction=Direction.OUT,
+                participant=sender,
+                msg_type=old.msg_type,
+                biz_msg_id=old.biz_msg_id,
+                sha256=old.sha256,
+                raw=old.raw,
+                at=now,
+                payment_id=old.payment_id,
+                in_reply_to=inbound.id,
+            )
+            work.batch.messages.append(copy)
+            work.sends.append(_Send(sender, copy))
+
+    # --- outbound -----------------------------------------------------------------------
+
+    def _emit(
+        self,
+        to: str,
+        mtype: MessageType,
+        document: bytes,
+        now: datetime,
+        work: _Work,
+        *,
+        in_reply_to: str | None = None,
+        payment_id: str | None = None,
+    ) -> None:
+        biz = self._ids()
+        hdr = build.header(
+            sender=self.switch_by_bicfi,
+            receiver=Agent(bicfi=to),
+            biz_msg_idr=biz,
+            mtype=mtype,
+            created=now,
+        )
+        raw = build.business_message(hdr, document)
+        msg = ArchivedMessage(
+            id=biz,
+            direction=Direction.OUT,
+            participant=to,
+            msg_type=mtype.value,
+            biz_msg_id=biz,
+            sha256=hashlib.sha256(raw).hexdigest(),
+            raw=raw,
+            at=now,
+            payment_id=payment_id,
+            in_reply_to=in_reply_to,
+        )
+        work.batch.messages.append(msg)
+        work.sends.append(_Send(to, msg))
+        if in_reply_to is not None:
+            work.by_inbound.setdefault(in_reply_to, []).append(msg)
+
+    def _reject_message(
+        self,
+        to: str,
+        inbound: ArchivedMessage,
+        reason: str,
+        text: str,
+        now: datetime,
+        work: _Work,
+        *,
+        location: str | None = None,
+    ) -> None:
+        """admi.002: the message could not be used (no pacs.002 possible)."""
+        doc = build.message_reject(
+            reference=inbound.biz_msg_id or inbound.id,
+            reason=reason,
+            rejected_at=now,
+            description=text,
+            error_location=location,
+        )
+        self._emit(to, MessageType.ADMI_002, doc, now, work, in_reply_to=inbound.id)
+
+    def _in_kind(self, participant: str, named_by: str) -> Agent:
+        if named_by == USABA:
+            p = self.ctx.directory.get(participant)
+            if p is not None:
+                return Agent(member_id=p.member_id, clearing_system=USABA)
+        return Agent(bicfi=participant)
+
+    def _switch_in_kind(self, named_by: str) -> Agent:
+        return self.switch_by_member if named_by == USABA else self.switch_by_bicfi
+
+    def _status_to(
+        self,
+        to: str,
+        p: PaymentRecord,
+        status: str,
+        reason: str | None,
+        now: datetime,
+        work: _Work,
+        *,
+        in_reply_to: str | None = None,
+        text: str | None = None,
+    ) -> None:
+        """A pacs.002 about payment `p` to its debtor or creditor agent, agents named in kind."""
+        named_by = p.debtor_named_by if to == p.debtor_agent else p.creditor_named_by
+        doc = build.status_report(
+            msg_id=self._ids(),
+            created=now,
+            status=status,
+            original_msg_id=p.msg_id,
+            original_instr_id=p.instr_id,
+            original_end_to_end_id=p.end_to_end_id,
+            original_tx_id=p.tx_id,
+            original_uetr=p.uetr,
+            reason=reason,
+            additional_info=text,
+            accepted_at=now if status in ("ACSC", "ACCC") else None,
+            clearing_ref=p.id,
+            instructing_agent=self._switch_in_kind(named_by),
+            instructed_agent=self._in_kind(to, named_by),
+        )
+        self._emit(
+            to, MessageType.PACS_002, doc, now, work, in_reply_to=in_reply_to, payment_id=p.id
+        )
+
+    # --- pacs.008 -----------------------------------------------------------------------
+
+    def _credit_transfer(
+        self,
+        sender: str,
+        msg: Message,
+        hdr: views.Header,
+        issues: list[SchemaIssue],
+        inbound: ArchivedMessage,
+        now: datetime,
+        work: _Work,
+    ) -> None:
+        assert msg.document is not None
+        if issues:
+            self._reject_invalid_transfer(sender, msg.document, issues, inbound, now, work)
+            return
+        ct = views.credit_transfer(msg.document)
+        tx = ct.transactions[0]
+        uetr = (tx.uetr or "").lower()
+        tx_key = (sender, tx.end_to_end_id, tx.tx_id or "")
+        named_by = USABA if tx.debtor_agent.bicfi is None else BICFI
+        dup = None
+        if (sender, ct.msg_id) in self.msg_ids:
+            dup = f"message id {ct.msg_id} was already used by {sender}"
+        elif uetr in self.by_uetr:
+            dup = f"UETR {uetr} was already cleared"
+        elif tx_key in self.e2e_keys:
+            dup = f"EndToEndId {tx.end_to_end_id} / TxId {tx.tx_id} was already used by {sender}"
+        if dup is not None:
+            doc = build.status_report(
+                msg_id=self._ids(),
+                created=now,
+                status="RJCT",
+                original_msg_id=ct.msg_id,
+                original_instr_id=tx.instr_id,
+                original_end_to_end_id=tx.end_to_end_id,
+                original_tx_id=tx.tx_id,
+                original_uetr=tx.uetr,
+                reason="DUPL",
+                additional_info=dup,
+                instructing_agent=self._switch_in_kind(named_by),
+                instructed_agent=self._in_kind(sender, named_by),
+            )
+            self._emit(sender, MessageType.PACS_002, doc, now, work, in_reply_to=inbound.id)
+            return
+        self.msg_ids.add((sender, ct.msg_id))
+        work.batch.msg_ids.append((sender, ct.msg_id))
+        ctx = self.ctx
+        cdtr = AgentRef(bicfi=tx.creditor_agent.bicfi, member_id=tx.creditor_agent.member_id)
+        facts = PaymentFacts(
+            sender=sender,
+            header_from=hdr.from_bicfi,
+            instructing_agent=_ref(tx.instructing_agent or ct.instructing_agent),
+            debtor_agent=AgentRef(bicfi=tx.debtor_agent.bicfi, member_id=tx.debtor_agent.member_id),
+            creditor_agent=cdtr,
+            amount=tx.amount.value,
+            currency=tx.amount.currency,
+            transactions_in_message=len(ct.transactions),
+        )
+        violations = check_payment(facts, ctx)
+        creditor = ctx.resolve(cdtr)
+        try:
+            amount = to_minor(tx.amount.value, ctx.rules.exponent)
+        except ValueError:
+            amount = 0
+        p = PaymentRecord(
+            id=self._pids(),
+            uetr=uetr,
+            msg_id=ct.msg_id,
+            instr_id=tx.instr_id,
+            end_to_end_id=tx.end_to_end_id,
+            tx_id=tx.tx_id,
+            debtor_agent=sender,
+            creditor_agent=creditor.id if creditor is not None else None,
+            amount=max(amount, 0),
+            state=PaymentState.RECEIVED,
+            reason=None,
+            created_at=now,
+            updated_at=now,
+            deadline=None,
+            inbound_id=inbound.id,
+            debtor_named_by=named_by,
+            creditor_named_by=USABA if tx.creditor_agent.bicfi is None else BICFI,
+        )
+        self._index(p)
+        work.batch.new_payments.append(p)
+        self.stats.payments += 1
+        reason: str | None = None
+        text: str | None = None
+        if violations:
+            reason, text = violations[0].reason, violations[0].text
+        elif creditor is None:
+            reason, text = "BE23", "the alias directory does not know this alias"
+        if reason is None:
+            try:
+                work.batch.journal += self.book.reserve(sender, p.amount, p.id)
+            except InsufficientPosition:
+                reason = "AM04"
+                text = f"available position of {sender} is below {tx.amount}"
+        if reason is not None:
+            self._finish(p, PaymentEvent.REJECT, reason, now)
+            self._status_to(sender, p, "RJCT", reason, now, work, in_reply_to=inbound.id, text=text)
+            return
+        p.state = next_state(next_state(p.state, PaymentEvent.RESERVE), PaymentEvent.FORWARD)
+        p.deadline = now + self.timeout
+        heapq.heappush(self.deadlines, (p.deadline, p.id))
+        assert creditor is not None
+        forward = build.forward_credit_transfer(msg.document)
+        self._emit(creditor.id, MessageType.PACS_008, forward, now, work, payment_id=p.id)
+
+    def _reject_invalid_transfer(
+        self,
+        sender: str,
+        document: etree._Element,
+        issues: list[SchemaIssue],
+        inbound: ArchivedMessage,
+        now: datetime,
+        work: _Work,
+    ) -> None:
+        """RJCT FF01 (AM03 when the only fault is the settlement currency)."""
+        reason = "FF01"
+        if all(_is_currency_issue(i) for i in issues):
+            reason = "AM03"
+        first = issues[0]
+        doc = build.status_report(
+            msg_id=self._ids(),
+            created=now,
+            status="RJCT",
+            original_msg_id=_find_text(document, "GrpHdr", "MsgId") or "NOTPROVIDED",
+            original_end_to_end_id=_find_text(document, "PmtId", "EndToEndId"),
+            original_tx_id=_find_text(document, "PmtId", "TxId"),
+            original_uetr=_uetr_or_none(_find_text(document, "PmtId", "UETR")),
+            reason=reason,
+            additional_info=f"{first.path}: {first.message}",
+            instructing_agent=self.switch_by_bicfi,
+            instructed_agent=Agent(bicfi=sender),
+        )
+        self._emit(sender, MessageType.PACS_002, doc, now, work, in_reply_to=inbound.id)
+
+    def _finish(
+        self, p: PaymentRecord, event: PaymentEvent, reason: str | None, now: datetime
+    ) -> None:
+        """Move `p` to a final state (transition table), count it, tell any observer."""
+        p.state = next_state(p.state, event)
+        p.reason = reason
+        p.updated_at = now
+        p.deadline = None
+        if p.state is PaymentState.SETTLED:
+            self.stats.settled += 1
+        elif p.state is PaymentState.TIMED_OUT:
+            self.stats.timed_out += 1
+        else:
+            self.stats.rejected += 1
+        if self.on_final is not None:
+            self.on_final(p)
+
+    def _update(self, p: PaymentRecord, work: _Work) -> None:
+        work.batch.updates.append(
+            PaymentUpdate(
+                id=p.id, state=p.state, reason=p.reason, updated_at=p.updated_at, deadline=None
+            )
+        )
+
+    # --- pacs.002 from the creditor agent -----------------------------------------------
+
+    def _status_report(
+        self, sender: str, msg: Message, inbound: ArchivedMessage, now: datetime, work: _Work
+    ) -> None:
+        assert msg.document is not None
+        rpt = views.status_report(msg.document)
+        if len(rpt.transactions) != 1:
+            text = (
+                f"a real-time pacs.002 carries one transaction status, not {len(rpt.transactions)}"
+            )
+            self._reject_message(sender, inbound, "FF01", text, now, work)
+            return
+        st = rpt.transactions[0]
+        p = self.by_uetr.get((st.original_uetr or "").lower())
+        if p is None:
+            text = f"no payment with OrgnlUETR {st.original_uetr or '(missing)'}"
+            self._reject_message(sender, inbound, "unknown", text, now, work)
+            return
+        if sender != p.creditor_agent:
+            text = f"{sender} is not the creditor agent of payment {p.uetr}"
+            self._reject_message(sender, inbound, "RC01", text, now, work)
+            return
+        if p.state is not PaymentState.FORWARDED:
+            text = f"payment {p.uetr} is already {p.state}: this status changes nothing"
+            self._reject_message(sender, inbound, "late", text, now, work)
+            return
+        # The status report belongs to the payment: link its archive row to it.
+        assert work.batch.messages[-1] is inbound
+        work.batch.messages[-1] = _with_payment(inbound, p.id)
+        if st.status in ACCEPT_STATUSES:
+            assert p.creditor_agent is not None
+            work.batch.journal += self.book.settle(p.debtor_agent, p.creditor_agent, p.amount, p.id)
+            self._finish(p, PaymentEvent.ACCEPT, None, now)
+            self._update(p, work)
+            self._status_to(p.debtor_agent, p, "ACSC", None, now, work)
+            self._status_to(p.creditor_agent, p, "ACCC", None, now, work, in_reply_to=inbound.id)
+        elif st.status == "RJCT":
+            reason = st.reasons[0] if st.reasons else "NARR"
+            info = st.additional_info[0] if st.additional_info else None
+            work.batch.journal += self.book.release(p.debtor_agent, p.amount, p.id)
+            self._finish(p, PaymentEvent.CREDITOR_REJECT, reason, now)
+            self._update(p, work)
+            self._status_to(p.debtor_agent, p, "RJCT", reason, now, work, text=info)
+        else:
+            text = f"status {st.status} is not an answer the scheme accepts (ACSP or RJCT)"
+            self._reject_message(sender, inbound, "FF01", text, now, work)
+
+    # --- pacs.028 -----------------------------------------------------------------------
+
+    def _status_request(
+        self, sender: str, msg: Message, inbound: ArchivedMessage, now: datetime, work: _Work
+    ) -> None:
+        assert msg.document is not None
+        req = views.status_request(msg.document)
+        if not req.transactions:
+            self._reject_message(sender, inbound, "FF01", "TxInf is missing", now, work)
+            return
+        for tx in req.transactions:
+            p = self.by_uetr.get((tx.original_uetr or "").lower())
+            if p is None or sender not in (p.debtor_agent, p.creditor_agent):
+                text = f"no payment with OrgnlUETR {tx.original_uetr or '(missing)'} for {sender}"
+                self._reject_message(sender, inbound, "unknown", text, now, work)
+                continue
+            status = inquiry_status(p.state)
+            if status == "ACSC" and sender == p.creditor_agent:
+                status = "ACCC"
+            self._status_to(sender, p, status, p.reason, now, work, in_reply_to=inbound.id)
+
+    # --- deadlines ----------------------------------------------------------------------
+
+    def _expire(self, now: datetime, work: _Work) -> None:
+        """RJCT AB05 to both agents of every forwarded payment whose deadline passed."""
+        heap = self.deadlines
+        while heap and heap[0][0] <= now:
+            _, pid = heapq.heappop(heap)
+            p = self.payments.get(pid)
+            if p is None or p.state is not PaymentState.FORWARDED:
+                continue
+            work.batch.journal += self.book.release(p.debtor_agent, p.amount, p.id)
+            self._finish(p, PaymentEvent.TIMEOUT, "AB05", now)
+            self._update(p, work)
+            text = "the creditor agent did not answer in time"
+            self._status_to(p.debtor_agent, p, "RJCT", "AB05", now, work, text=text)
+            if p.creditor_agent is not None:
+                self._status_to(p.creditor_agent, p, "RJCT", "AB05", now, work, text=text)
+
+
+def _with(m: ArchivedMessage, msg_type: str, biz_msg_id: str | None) -> ArchivedMessage:
+    return ArchivedMessage(
+        id=m.id,
+        direction=m.direction,
+        participant=m.participant,
+        msg_type=msg_type,
+        biz_msg_id=biz_msg_id,
+        sha256=m.sha256,
+        raw=m.raw,
+        at=m.at,
+    )
+
+
+def _with_payment(m: ArchivedMessage, payment_id: str) -> ArchivedMessage:
+    return ArchivedMessage(
+        id=m.id,
+        direction=m.direction,
+        participant=m.participant,
+        msg_type=m.msg_type,
+        biz_msg_id=m.biz_msg_id,
+        sha256=m.sha256,
+        raw=m.raw,
+        at=m.at,
+        payment_id=payment_id,
+    )
+
+
+def _ref(agent: Agent | None) -> AgentRef | None:
+    if agent is None:
+        return None
+    return AgentRef(bicfi=agent.bicfi, member_id=agent.member_id)
+
+
+def _is_currency_issue(issue: SchemaIssue) -> bool:
+    return issue.path.endswith("IntrBkSttlmAmt") and "Ccy" in issue.message
+
+
+def _find_text(doc: etree._Element, parent: str, name: str) -> str | None:
+    """Best-effort lookup in a document that failed validation (for the reply's references)."""
+    found = doc.xpath(f"string((//*[local-name()='{parent}']/*[local-name()='{name}'])[1])")
+    text = str(found).strip()
+    return text[:35] or None
+
+
+def _uetr_or_none(text: str | None) -> str | None:
+    import re
+
+    if text and re.fullmatch(
+        r"[a-f0-9]{8}-[a-f0-9]{4}-4[a-f0-9]{3}-[89ab][a-f0-9]{3}-[a-f0-9]{12}", text
+    ):
+        return text
+    return None

@@ -1,0 +1,172 @@
+"""Configuration, resolved once into immutable typed objects.
+
+Precedence, highest first: command-line options, environment (`RTPSWITCH_STORE`,
+`RTPSWITCH_CONFIG`), the TOML file (`config/switch.toml` by default), built-in defaults.
+Every value is checked here, with an error naming the key, so the rest of the switch
+never sees a bad setting.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from importlib import resources
+from pathlib import Path
+from typing import Any, Final
+
+from switch.core import Money, Participant, ParticipantStatus, SchemeRules
+
+DEFAULT_STORE: Final = "sqlite:///rtpswitch.db"
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or wrong; the message names the key."""
+
+
+def config_dir() -> Path:
+    """The shipped `config/` directory (source tree or installed package data)."""
+    source = Path(__file__).resolve().parents[1] / "config"
+    if (source / "switch.toml").is_file():
+        return source
+    return Path(str(resources.files("switch.config")))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineSettings:
+    """How the engine batches work."""
+
+    batch_size: int = 256
+    batch_wait: float = 0.002
+    max_message_bytes: int = 1 << 20
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Everything the switch is configured with."""
+
+    scheme: SchemeRules
+    response_timeout: float = 5.0
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    store: str = DEFAULT_STORE
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DemoParticipant:
+    """A simulated bank of the demo: participant, opening position, account behaviours."""
+
+    participant: Participant
+    fund: Decimal
+    accounts: dict[str, str]
+    names_agents_by: str = "BICFI"
+
+
+def _get(table: dict[str, Any], key: str, where: str, kind: type, default: Any = None) -> Any:
+    value = table.get(key, default)
+    if value is None:
+        raise SettingsError(f"{where}.{key} is missing")
+    if kind is float and isinstance(value, int):
+        value = float(value)
+    if not isinstance(value, kind):
+        raise SettingsError(f"{where}.{key} must be a {kind.__name__}, not {value!r}")
+    return value
+
+
+def _decimal(text: str, where: str) -> Decimal:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise SettingsError(f"{where} is not a decimal amount: {text!r}") from None
+    if not value.is_finite() or value <= 0:
+        raise SettingsError(f"{where} must be a positive amount: {text!r}")
+    return value
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise SettingsError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: {exc}") from None
+
+
+def load_settings(
+    path: Path | None = None,
+    *,
+    store: str | None = None,
+    response_timeout: float | None = None,
+) -> Settings:
+    """Settings from `path` (or RTPSWITCH_CONFIG, or the shipped file) with overrides applied."""
+    env_path = os.environ.get("RTPSWITCH_CONFIG")
+    file = path or (Path(env_path) if env_path else config_dir() / "switch.toml")
+    data = _read(file)
+    scheme_t = data.get("scheme", {})
+    currency = _get(scheme_t, "currency", "scheme", str, "USD")
+    exponent = _get(scheme_t, "exponent", "scheme", int, 2)
+    limit = _decimal(_get(scheme_t, "payment_limit", "scheme", str), "scheme.payment_limit")
+    try:
+        scheme = SchemeRules(
+            currency=currency,
+            exponent=exponent,
+            payment_limit=Money.from_decimal(limit, currency, exponent),
+            switch_bicfi=_get(scheme_t, "switch_bicfi", "scheme", str),
+            switch_member_id=_get(scheme_t, "switch_member_id", "scheme", str, "000000000"),
+        )
+    except ValueError as exc:
+        raise SettingsError(f"scheme: {exc}") from None
+    clearing = data.get("clearing", {})
+    timeout = response_timeout
+    if timeout is None:
+        timeout = _get(clearing, "response_timeout_seconds", "clearing", float, 5.0)
+    if timeout <= 0:
+        raise SettingsError("clearing.response_timeout_seconds must be positive")
+    eng = data.get("engine", {})
+    engine = EngineSettings(
+        batch_size=_get(eng, "batch_size", "engine", int, 256),
+        batch_wait=_get(eng, "batch_wait_ms", "engine", int, 2) / 1000,
+        max_message_bytes=_get(eng, "max_message_bytes", "engine", int, 1 << 20),
+    )
+    if engine.batch_size < 1:
+        raise SettingsError("engine.batch_size must be at least 1")
+    return Settings(
+        scheme=scheme,
+        response_timeout=timeout,
+        engine=engine,
+        store=store or os.environ.get("RTPSWITCH_STORE") or DEFAULT_STORE,
+    )
+
+
+def load_demo_participants(path: Path | None = None, *, exponent: int = 2) -> list[DemoParticipant]:
+    """The demo banks from `path` (default: the shipped `config/demo.toml`)."""
+    file = path or config_dir() / "demo.toml"
+    data = _read(file)
+    out: list[DemoParticipant] = []
+    for i, t in enumerate(data.get("participant", [])):
+        where = f"participant[{i}]"
+        try:
+            p = Participant(
+                id=_get(t, "id", where, str),
+                member_id=_get(t, "member_id", where, str),
+                name=_get(t, "name", where, str),
+                status=ParticipantStatus(t.get("status", "active")),
+            )
+        except ValueError as exc:
+            raise SettingsError(f"{where}: {exc}") from None
+        accounts = t.get("accounts", {})
+        if not all(isinstance(v, str) for v in accounts.values()):
+            raise SettingsError(f"{where}.accounts: every behaviour must be a string")
+        named = _get(t, "names_agents_by", where, str, "BICFI")
+        if named not in ("BICFI", "USABA"):
+            raise SettingsError(f"{where}.names_agents_by must be BICFI or USABA: {named!r}")
+        fund = _decimal(_get(t, "fund", where, str), f"{where}.fund")
+        out.append(
+            DemoParticipant(
+                participant=p, fund=fund, accounts=dict(accounts), names_agents_by=named
+            )
+        )
+    if len(out) < 2:
+        raise SettingsError(f"{file}: the demo needs at least two participants")
+    return out

@@ -1,0 +1,54 @@
+"""The participant transport, as the switch and as a bank see it.
+
+Theory: a transport moves opaque bytes. Inbound, it tells the switch who sent them (the
+participant its channel authenticated: mTLS certificate on AMQP, the connection itself
+in-process); the switch acknowledges a batch of deliveries only after their effects are
+committed, so a crash before the commit makes the transport deliver them again.
+Outbound, it hands bytes to one participant's queue. Senders and receivers
+de-duplicate by BizMsgIdr, which is what makes re-sending after a crash safe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """Bytes a participant sent to the switch, with the participant the channel authenticated."""
+
+    sender: str
+    data: bytes
+    tag: int = 0
+
+
+class SwitchTransport(Protocol):
+    """The switch's side: receive batches from all participants, send to one."""
+
+    async def receive_batch(self, max_items: int, timeout: float) -> list[Delivery]:
+        """Up to `max_items` deliveries; waits at most `timeout` seconds for the first."""
+        ...
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """Acknowledge deliveries whose effects are committed."""
+        ...
+
+    async def send(self, participant: str, data: bytes) -> None:
+        """Hand `data` to `participant`'s queue."""
+        ...
+
+
+class ParticipantChannel(Protocol):
+    """A bank's side: send to the switch, receive from its own queue."""
+
+    participant: str
+
+    async def send(self, data: bytes) -> None:
+        """Send bytes to the switch."""
+        ...
+
+    async def receive(self, timeout: float | None = None) -> bytes | None:
+        """The next message from the switch, or None after `timeout` seconds."""
+        ...
