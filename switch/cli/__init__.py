@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from switch.cli import admin as admin_cmd
 from switch.cli import bench as bench_cmd
 from switch.cli import demo as demo_cmd
 from switch.cli import validate as validate_cmd
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate_cmd.register(sub)
     demo_cmd.register(sub)
     bench_cmd.register(sub)
+    admin_cmd.register(sub)
     return parser
 
 

@@ -1,0 +1,496 @@
+"""The PostgreSQL store (asyncpg): the system of record in production.
+
+Theory of operation. A small connection pool (1 to 4 connections, created on first use)
+serves every call. `commit_batch` is the hot path and costs at most five round trips
+whatever the size of the batch: BEGIN; COPY of the archived messages (the bulk of the
+bytes; COPY is much cheaper than array parameters for them, on both ends); one
+`SELECT ... FOR UPDATE` locking the touched position rows in participant-id order (the
+one fixed lock order, so concurrent writers cannot deadlock); ONE statement that writes
+everything else; COMMIT. That statement is a chain of data-modifying CTEs, each fed by
+`unnest` over column arrays: the net position deltas (`UPDATE positions ... FROM
+unnest(...)`, whose CHECK constraints make an overdraft abort the batch), the funding
+totals, bulk inserts of payments, journal entries (in batch order) and msg ids, and one
+`UPDATE payments ... FROM unnest(...)` for the state changes. CTEs of one statement do
+not see each other's rows, so a state change of a payment created in the same batch is
+folded into its inserted row here, in Python, and several changes of one payment
+collapse to the last. The statement returns how many position rows and payments it
+updated; a count that is not what was asked (an unknown participant or payment) rolls
+the whole batch back. Integrity violations surface as `InternalError`: the engine
+checked everything before, so a refusal here is a broken invariant.
+
+The funding totals live in the one-row `scheme_totals`, updated in the same transaction
+as the journal, so `conservation()` is measured from the tables alone. Connections keep
+no session state, so the pool does not reset them on release (a round trip saved per
+call). `round_trips` counts statements sent (BEGIN, COMMIT and ROLLBACK included) and
+`transactions` counts committed write transactions, for benchmarks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from importlib.resources import files
+from typing import Any, Final
+
+import asyncpg
+
+from switch.core import InternalError, Money, Participant, ParticipantStatus, PaymentState
+from switch.ledger import (
+    ConservationReport,
+    EntryKind,
+    JournalEntry,
+    Position,
+    lock_order,
+    net_funding,
+)
+from switch.store.base import (
+    ArchivedMessage,
+    Batch,
+    Direction,
+    PaymentRecord,
+    State,
+    Store,
+)
+
+__all__ = ["PostgresStore"]
+
+_MIGRATION_LOCK: Final = 0x7274_7073_7769_7463
+"""Advisory lock key held while migrating (concurrent migrators wait for each other)."""
+
+_MSG_COLS: Final = (
+    "id, direction, participant, msg_type, biz_msg_id, sha256, raw, at, payment_id, "
+    "in_reply_to, sent_at"
+)
+_PAY_COLS: Final = (
+    "id, uetr, msg_id, instr_id, end_to_end_id, tx_id, debtor_agent, creditor_agent, amount, "
+    "state, reason, created_at, updated_at, deadline, inbound_id, debtor_named_by, "
+    "creditor_named_by"
+)
+
+_LOCK: Final = (
+    "SELECT participant FROM positions WHERE participant = ANY($1::text[]) "
+    "ORDER BY participant FOR UPDATE"
+)
+
+_MSG_COLUMNS: Final = tuple(c.strip() for c in _MSG_COLS.split(","))
+
+_WRITE: Final = f"""
+WITH pos AS (
+    UPDATE positions p
+       SET available = p.available + d.d_available, reserved = p.reserved + d.d_reserved
+      FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS d(participant, d_available, d_reserved)
+     WHERE p.participant = d.participant
+    RETURNING 1
+), tot AS (
+    UPDATE scheme_totals SET funded = funded + $4::bigint, defunded = defunded + $5::bigint
+     WHERE $4::bigint <> 0 OR $5::bigint <> 0
+), pay AS (
+    INSERT INTO payments ({_PAY_COLS})
+    SELECT * FROM unnest($6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
+                         $11::text[], $12::text[], $13::text[], $14::bigint[], $15::text[],
+                         $16::text[], $17::timestamptz[], $18::timestamptz[],
+                         $19::timestamptz[], $20::text[], $21::text[], $22::text[])
+), upd AS (
+    UPDATE payments p
+       SET state = u.state, reason = u.reason, updated_at = u.updated_at, deadline = u.deadline
+      FROM unnest($23::text[], $24::text[], $25::text[], $26::timestamptz[],
+                  $27::timestamptz[]) AS u(id, state, reason, updated_at, deadline)
+     WHERE p.id = u.id
+    RETURNING 1
+), jnl AS (
+    INSERT INTO journal (kind, debit, credit, amount, ref)
+    SELECT kind, debit, credit, amount, ref
+      FROM unnest($28::text[], $29::text[], $30::text[], $31::bigint[], $32::text[])
+           WITH ORDINALITY AS j(kind, debit, credit, amount, ref, n)
+     ORDER BY n
+), mid AS (
+    INSERT INTO msg_ids (sender, msg_id) SELECT * FROM unnest($33::text[], $34::text[])
+)
+SELECT (SELECT count(*) FROM pos), (SELECT count(*) FROM upd)
+"""
+
+_UPSERT_PARTICIPANTS: Final = """
+WITH p AS (
+    INSERT INTO participants
+           (id, member_id, name, status, limit_minor, limit_currency, limit_exponent)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],
+                         $6::text[], $7::smallint[])
+    ON CONFLICT (id) DO UPDATE
+       SET name = excluded.name, status = excluded.status,
+           limit_minor = excluded.limit_minor, limit_currency = excluded.limit_currency,
+           limit_exponent = excluded.limit_exponent
+    RETURNING id
+)
+INSERT INTO positions (participant) SELECT id FROM p ON CONFLICT (participant) DO NOTHING
+"""
+
+_MARK_SENT: Final = (
+    "UPDATE messages SET sent_at = $2 "
+    "WHERE id = ANY($1::text[]) AND direction = 'out' AND sent_at IS NULL"
+)
+
+_RESPONSES_TO: Final = f"""
+SELECT {_MSG_COLS} FROM messages
+ WHERE direction = 'out' AND participant = $2
+   AND (in_reply_to = $1 OR payment_id IN (SELECT id FROM payments WHERE inbound_id = $1))
+ ORDER BY at, id
+"""
+
+_CONSERVATION: Final = """
+SELECT coalesce(sum(available), 0)::bigint, coalesce(sum(reserved), 0)::bigint,
+       (SELECT funded FROM scheme_totals), (SELECT defunded FROM scheme_totals)
+  FROM positions
+"""
+
+_LOAD: Final = (
+    "SELECT id, member_id, name, status, limit_minor, limit_currency, limit_exponent "
+    "FROM participants ORDER BY id",
+    "SELECT participant, available, reserved FROM positions ORDER BY participant",
+    "SELECT funded, defunded FROM scheme_totals",
+    f"SELECT {_PAY_COLS} FROM payments ORDER BY created_at, id",
+    "SELECT sender, msg_id FROM msg_ids",
+    "SELECT DISTINCT ON (participant, sha256) participant, sha256, id FROM messages "
+    "WHERE direction = 'in' ORDER BY participant, sha256, at, id",
+    f"SELECT {_MSG_COLS} FROM messages WHERE direction = 'out' AND sent_at IS NULL ORDER BY at, id",
+)
+
+
+def migrations() -> list[tuple[str, str]]:
+    """The PostgreSQL migrations shipped with the package: (version, SQL), in order."""
+    folder = files("switch.store") / "migrations" / "postgres"
+    found = sorted((f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
+    return [(f.name.removesuffix(".sql"), f.read_text("utf-8")) for f in found]
+
+
+async def _keep_session(conn: Any) -> None:
+    """Pool reset hook: the store keeps no session state, so there is nothing to reset."""
+
+
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[Any]:
+    """Rows transposed into `width` column lists (empty lists for no rows)."""
+    if not rows:
+        return [()] * width
+    return list(zip(*rows, strict=True))
+
+
+def _message(r: Any) -> ArchivedMessage:
+    return ArchivedMessage(
+        id=r[0],
+        direction=Direction(r[1]),
+        participant=r[2],
+        msg_type=r[3],
+        biz_msg_id=r[4],
+        sha256=r[5],
+        raw=r[6],
+        at=r[7],
+        payment_id=r[8],
+        in_reply_to=r[9],
+        sent_at=r[10],
+    )
+
+
+def _payment(r: Any) -> PaymentRecord:
+    return PaymentRecord(
+        id=r[0],
+        uetr=r[1],
+        msg_id=r[2],
+        instr_id=r[3],
+        end_to_end_id=r[4],
+        tx_id=r[5],
+        debtor_agent=r[6],
+        creditor_agent=r[7],
+        amount=r[8],
+        state=PaymentState(r[9]),
+        reason=r[10],
+        created_at=r[11],
+        updated_at=r[12],
+        deadline=r[13],
+        inbound_id=r[14],
+        debtor_named_by=r[15],
+        creditor_named_by=r[16],
+    )
+
+
+def _participant(r: Any) -> Participant:
+    limit = None
+    if r[4] is not None:
+        limit = Money(minor=r[4], currency=r[5], exponent=r[6])
+    return Participant(
+        id=r[0], member_id=r[1], name=r[2], status=ParticipantStatus(r[3]), limit=limit
+    )
+
+
+def _write_args(batch: Batch) -> tuple[list[Any], int, int]:
+    """The parameters of `_WRITE`, and how many positions and payments it must update."""
+    deltas = batch.deltas
+    pos_rows = [(p, deltas[p].d_available, deltas[p].d_reserved) for p in lock_order(deltas)]
+    funding = net_funding(batch.journal)
+    # Last state change per payment; those of payments created in this batch are folded in.
+    changes = {u.id: u for u in batch.updates}
+    pay_rows = []
+    for p in batch.new_payments:
+        u = changes.pop(p.id, None)
+        state, reason, updated_at, deadline = (
+            (p.state, p.reason, p.updated_at, p.deadline)
+            if u is None
+            else (u.state, u.reason, u.updated_at, u.deadline)
+        )
+        pay_rows.append(
+            (
+                p.id,
+                p.uetr,
+                p.msg_id,
+                p.instr_id,
+                p.end_to_end_id,
+                p.tx_id,
+                p.debtor_agent,
+                p.creditor_agent,
+                p.amount,
+                state,
+                reason,
+                p.created_at,
+                updated_at,
+                deadline,
+                p.inbound_id,
+                p.debtor_named_by,
+                p.creditor_named_by,
+            )
+        )
+    upd_rows = [(u.id, u.state, u.reason, u.updated_at, u.deadline) for u in changes.values()]
+    jnl_rows = [(e.kind, e.debit, e.credit, e.amount, e.ref) for e in batch.journal]
+    args = [
+        *_columns(pos_rows, 3),
+        funding.funded,
+        funding.defunded,
+        *_columns(pay_rows, 17),
+        *_columns(upd_rows, 5),
+        *_columns(jnl_rows, 5),
+        *_columns(batch.msg_ids, 2),
+    ]
+    return args, len(pos_rows), len(upd_rows)
+
+
+class PostgresStore(Store):
+    """The store on PostgreSQL, through a small asyncpg pool created on first use."""
+
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 4) -> None:
+        self.url = url
+        self.round_trips = 0
+        """Statements sent to the server (BEGIN, COMMIT and ROLLBACK included)."""
+        self.transactions = 0
+        """Write transactions committed."""
+        self._min_size = min_size
+        self._max_size = max_size
+        self._pool: Any = None
+        self._pool_lock = asyncio.Lock()
+
+    async def _get_pool(self) -> Any:
+        pool = self._pool
+        if pool is None:
+            async with self._pool_lock:
+                if self._pool is None:
+                    self._pool = await asyncpg.create_pool(
+                        self.url,
+                        min_size=self._min_size,
+                        max_size=self._max_size,
+                        reset=_keep_session,
+                        server_settings={"application_name": "rtpswitch", "jit": "off"},
+                    )
+                pool = self._pool
+        return pool
+
+    async def migrate(self) -> list[str]:
+        """Apply pending versioned migrations (idempotent); return the versions applied."""
+        pool = await self._get_pool()
+        applied: list[str] = []
+        async with pool.acquire() as conn:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                    "version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+                done = {r[0] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+            self.round_trips += 5
+            self.transactions += 1
+            for version, sql in migrations():
+                if version in done:
+                    continue
+                async with conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+                    self.round_trips += 4  # BEGIN, lock, check, COMMIT
+                    if await conn.fetchval(
+                        "SELECT 1 FROM schema_migrations WHERE version = $1", version
+                    ):
+                        continue  # applied meanwhile by a concurrent migrator
+                    await conn.execute(sql)
+                    await conn.execute(
+                        "INSERT INTO schema_migrations (version) VALUES ($1)", version
+                    )
+                    self.round_trips += 2
+                self.transactions += 1
+                applied.append(version)
+        return applied
+
+    async def upsert_participants(self, participants: Iterable[Participant]) -> None:
+        """Create participants (with a zero position) or update their name/status/limit."""
+        by_id = {p.id: p for p in participants}
+        if not by_id:
+            return
+        rows = [
+            (
+                p.id,
+                p.member_id,
+                p.name,
+                p.status,
+                None if p.limit is None else p.limit.minor,
+                None if p.limit is None else p.limit.currency,
+                None if p.limit is None else p.limit.exponent,
+            )
+            for p in by_id.values()
+        ]
+        pool = await self._get_pool()
+        async with pool.acquire() as conn:
+            self.round_trips += 1
+            await conn.execute(_UPSERT_PARTICIPANTS, *_columns(rows, 7))
+        self.transactions += 1
+
+    async def load_state(self) -> State:
+        """Everything the engine needs to resume, read from one snapshot."""
+        pool = await self._get_pool()
+        async with (
+            pool.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            results = [await conn.fetch(q) for q in _LOAD]
+        self.round_trips += len(_LOAD) + 2
+        parts, positions, totals, payments, msg_ids, hashes, unsent = results
+        return State(
+            participants={r[0]: _participant(r) for r in parts},
+            positions={r[0]: Position(available=r[1], reserved=r[2]) for r in positions},
+            funded=totals[0][0],
+            defunded=totals[0][1],
+            payments=[_payment(r) for r in payments],
+            msg_ids=frozenset((r[0], r[1]) for r in msg_ids),
+            inbound_hashes={(r[0], r[1]): r[2] for r in hashes},
+            unsent=[_message(r) for r in unsent],
+        )
+
+    async def commit_batch(self, batch: Batch) -> None:
+        """Write one batch in one transaction: all of it or (on error) none of it."""
+        if batch.is_empty():
+            return
+        messages = [
+            (
+                m.id,
+                m.direction,
+                m.participant,
+                m.msg_type,
+                m.biz_msg_id,
+                m.sha256,
+                m.raw,
+                m.at,
+                m.payment_id,
+                m.in_reply_to,
+                m.sent_at,
+            )
+            for m in batch.messages
+        ]
+        write = bool(
+            batch.new_payments or batch.updates or batch.journal or batch.deltas or batch.msg_ids
+        )
+        args, n_positions, n_updates = _write_args(batch) if write else ([], 0, 0)
+        pool = await self._get_pool()
+        async with pool.acquire() as conn:
+            self.round_trips += 2  # BEGIN, and COMMIT or ROLLBACK
+            try:
+                async with conn.transaction():
+                    if messages:
+                        self.round_trips += 1
+                        await conn.copy_records_to_table(
+                            "messages", records=messages, columns=_MSG_COLUMNS
+                        )
+                    if write:
+                        if n_positions:
+                            self.round_trips += 1
+                            await conn.execute(_LOCK, args[0])
+                        self.round_trips += 1
+                        row = await conn.fetchrow(_WRITE, *args)
+                        if row[0] != n_positions:
+                            raise InternalError(
+                                f"batch refused: {n_positions - row[0]} of the participants "
+                                f"{', '.join(args[0])} have no position"
+                            )
+                        if row[1] != n_updates:
+                            raise InternalError(
+                                f"batch refused: {n_updates - row[1]} of the updated payments "
+                                "do not exist"
+                            )
+            except asyncpg.IntegrityConstraintViolationError as exc:
+                raise InternalError(f"batch refused by the database: {exc}") from exc
+        self.transactions += 1
+
+    async def mark_sent(self, ids: Sequence[str], at: datetime) -> None:
+        """Record that outbound messages `ids` were handed to the transport."""
+        if not ids:
+            return
+        pool = await self._get_pool()
+        async with pool.acquire() as conn:
+            self.round_trips += 1
+            await conn.execute(_MARK_SENT, list(ids), at)
+        self.transactions += 1
+
+    async def fetch_messages(self, ids: Sequence[str]) -> list[ArchivedMessage]:
+        """Archived messages by id (in the order asked; unknown ids are left out)."""
+        if not ids:
+            return []
+        pool = await self._get_pool()
+        async with pool.acquire() as conn:
+            self.round_trips += 1
+            rows = await conn.fetch(
+                f"SELECT {_MSG_COLS} FROM messages WHERE id = ANY($1::text[])", list(ids)
+            )
+        found = {r[0]: r for r in rows}
+        return [_message(found[i]) for i in ids if i in found]
+
+    async def responses_to(self, inbound_id: str, participant: str) -> list[ArchivedMessage]:
+        """Outbound messages to `participant` answering inbound message `inbound_id`."""
+        pool = await self._get_pool()
+        async with pool.acquire() as conn:
+            self.round_trips += 1
+            rows = await conn.fetch(_RESPONSES_TO, inbound_id, participant)
+        return [_message(r) for r in rows]
+
+    async def conservation(self) -> ConservationReport:
+        """Conservation measured in the database itself (positions vs funded - defunded)."""
+        pool = await self._get_pool()
+        async with pool.acquire() as conn:
+            self.round_trips += 1
+            available, reserved, funded, defunded = await conn.fetchrow(_CONSERVATION)
+        return ConservationReport(
+            total_available=available,
+            total_reserved=reserved,
+            funded=funded,
+            defunded=defunded,
+            ok=available + reserved == funded - defunded,
+        )
+
+    async def journal(self) -> list[JournalEntry]:
+        """The whole journal, in order (for replay checks)."""
+        pool = await self._get_pool()
+        async with pool.acquire() as conn:
+            self.round_trips += 1
+            rows = await conn.fetch(
+                "SELECT kind, debit, credit, amount, ref FROM journal ORDER BY seq"
+            )
+        return [
+            JournalEntry(kind=EntryKind(r[0]), debit=r[1], credit=r[2], amount=r[3], ref=r[4])
+            for r in rows
+        ]
+
+    async def close(self) -> None:
+        """Release connections."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()

@@ -1,0 +1,525 @@
+"""The SQLite store: the embedded system of record (single node, no server to run).
+
+Theory of operation. One connection, opened on first use, in WAL mode with
+`synchronous=FULL` (a committed batch survives a power cut) and foreign keys on. The
+stdlib `sqlite3` module blocks, so every call runs as one function in a worker thread
+(`asyncio.to_thread`), and an `asyncio.Lock` lets one call at a time use the connection.
+The connection is in autocommit mode (`isolation_level=None`) and every write is an
+explicit `BEGIN IMMEDIATE ... COMMIT`: the write lock is taken up front, so a write
+transaction never fails half-way for lack of it.
+
+`commit_batch` is one such transaction; each kind of row is written by one
+`executemany` in the batch's order (messages, new payments, state changes, the net
+position deltas in participant-id order, the funding totals, the journal, the msg ids).
+A CHECK, UNIQUE or trigger violation, or a delta or state change naming a row that does
+not exist, rolls the whole batch back. The schema is the PostgreSQL one: datetimes are
+ISO-8601 UTC text with microseconds (which sorts in time order), read back as aware
+datetimes; raw messages are BLOBs. `round_trips` counts statements executed (an
+`executemany` counts once; BEGIN, COMMIT and ROLLBACK included) and `transactions` counts
+committed write transactions, as in the PostgreSQL store.
+
+URLs follow the usual convention: `sqlite:///relative/path.db`,
+`sqlite:////absolute/path.db`, and `sqlite://:memory:`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+from importlib.resources import files
+from typing import Any, Final, TypeVar
+
+from switch.core import InternalError, Money, Participant, ParticipantStatus, PaymentState
+from switch.ledger import (
+    ConservationReport,
+    EntryKind,
+    JournalEntry,
+    Position,
+    lock_order,
+    net_funding,
+)
+from switch.store.base import (
+    ArchivedMessage,
+    Batch,
+    Direction,
+    PaymentRecord,
+    State,
+    Store,
+)
+
+__all__ = ["SqliteStore", "sqlite_path"]
+
+T = TypeVar("T")
+
+_MEMORY: Final = ":memory:"
+_PREFIX: Final = "sqlite:///"
+_CHUNK: Final = 500
+"""Ids per `IN (...)` query (well under SQLite's bound-parameter limit)."""
+
+_MSG_COLS: Final = (
+    "id, direction, participant, msg_type, biz_msg_id, sha256, raw, at, payment_id, "
+    "in_reply_to, sent_at"
+)
+_PAY_COLS: Final = (
+    "id, uetr, msg_id, instr_id, end_to_end_id, tx_id, debtor_agent, creditor_agent, amount, "
+    "state, reason, created_at, updated_at, deadline, inbound_id, debtor_named_by, "
+    "creditor_named_by"
+)
+
+_INSERT_MESSAGE: Final = f"INSERT INTO messages ({_MSG_COLS}) VALUES ({', '.join('?' * 11)})"
+_INSERT_PAYMENT: Final = f"INSERT INTO payments ({_PAY_COLS}) VALUES ({', '.join('?' * 17)})"
+_UPDATE_PAYMENT: Final = (
+    "UPDATE payments SET state = ?, reason = ?, updated_at = ?, deadline = ? WHERE id = ?"
+)
+_UPDATE_POSITION: Final = (
+    "UPDATE positions SET available = available + ?, reserved = reserved + ? WHERE participant = ?"
+)
+_UPDATE_TOTALS: Final = (
+    "UPDATE scheme_totals SET funded = funded + ?, defunded = defunded + ? WHERE id = 1"
+)
+_INSERT_JOURNAL: Final = (
+    "INSERT INTO journal (kind, debit, credit, amount, ref) VALUES (?, ?, ?, ?, ?)"
+)
+_INSERT_MSG_ID: Final = "INSERT INTO msg_ids (sender, msg_id) VALUES (?, ?)"
+
+_UPSERT_PARTICIPANT: Final = """
+INSERT INTO participants
+       (id, member_id, name, status, limit_minor, limit_currency, limit_exponent)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE
+   SET name = excluded.name, status = excluded.status, limit_minor = excluded.limit_minor,
+       limit_currency = excluded.limit_currency, limit_exponent = excluded.limit_exponent
+"""
+_INSERT_POSITION: Final = (
+    "INSERT INTO positions (participant) VALUES (?) ON CONFLICT (participant) DO NOTHING"
+)
+
+_MARK_SENT: Final = (
+    "UPDATE messages SET sent_at = ? WHERE id = ? AND direction = 'out' AND sent_at IS NULL"
+)
+
+_RESPONSES_TO: Final = f"""
+SELECT {_MSG_COLS} FROM messages
+ WHERE direction = 'out' AND participant = ?2
+   AND (in_reply_to = ?1 OR payment_id IN (SELECT id FROM payments WHERE inbound_id = ?1))
+ ORDER BY at, id
+"""
+
+_CONSERVATION: Final = """
+SELECT coalesce(sum(available), 0), coalesce(sum(reserved), 0),
+       (SELECT funded FROM scheme_totals), (SELECT defunded FROM scheme_totals)
+  FROM positions
+"""
+
+_LOAD: Final = (
+    "SELECT id, member_id, name, status, limit_minor, limit_currency, limit_exponent "
+    "FROM participants ORDER BY id",
+    "SELECT participant, available, reserved FROM positions ORDER BY participant",
+    "SELECT funded, defunded FROM scheme_totals",
+    f"SELECT {_PAY_COLS} FROM payments ORDER BY created_at, id",
+    "SELECT sender, msg_id FROM msg_ids",
+    "SELECT participant, sha256, id FROM messages WHERE direction = 'in' ORDER BY at, id",
+    f"SELECT {_MSG_COLS} FROM messages WHERE direction = 'out' AND sent_at IS NULL ORDER BY at, id",
+)
+
+
+def sqlite_path(url: str) -> str:
+    """The database file a `sqlite:` URL names (`:memory:` for an in-memory database)."""
+    if url in ("sqlite://:memory:", "sqlite:///:memory:"):
+        return _MEMORY
+    if not url.startswith(_PREFIX) or len(url) == len(_PREFIX):
+        raise ValueError(
+            f"--store: not a SQLite URL {url!r} (sqlite:///relative/path.db, "
+            "sqlite:////absolute/path.db or sqlite://:memory:)"
+        )
+    return url[len(_PREFIX) :]
+
+
+def migrations() -> list[tuple[str, str]]:
+    """The SQLite migrations shipped with the package: (version, SQL), in order."""
+    folder = files("switch.store") / "migrations" / "sqlite"
+    found = sorted((f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
+    return [(f.name.removesuffix(".sql"), f.read_text("utf-8")) for f in found]
+
+
+def _statements(script: str) -> Iterator[str]:
+    """The SQL statements of a script, one at a time (trigger bodies kept whole)."""
+    buf: list[str] = []
+    for line in script.splitlines(keepends=True):
+        buf.append(line)
+        text = "".join(buf)
+        if sqlite3.complete_statement(text):
+            buf = []
+            yield text.strip()
+    rest = [x for x in buf if x.strip() and not x.lstrip().startswith("--")]
+    if rest:
+        raise ValueError(f"incomplete SQL statement at the end of a migration: {''.join(rest)!r}")
+
+
+def _ts(dt: datetime) -> str:
+    return dt.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _ts_or_none(dt: datetime | None) -> str | None:
+    return None if dt is None else dt.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+_dt = datetime.fromisoformat
+
+
+def _dt_or_none(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+def _message(r: Any) -> ArchivedMessage:
+    return ArchivedMessage(
+        id=r[0],
+        direction=Direction(r[1]),
+        participant=r[2],
+        msg_type=r[3],
+        biz_msg_id=r[4],
+        sha256=r[5],
+        raw=r[6],
+        at=_dt(r[7]),
+        payment_id=r[8],
+        in_reply_to=r[9],
+        sent_at=_dt_or_none(r[10]),
+    )
+
+
+def _payment(r: Any) -> PaymentRecord:
+    return PaymentRecord(
+        id=r[0],
+        uetr=r[1],
+        msg_id=r[2],
+        instr_id=r[3],
+        end_to_end_id=r[4],
+        tx_id=r[5],
+        debtor_agent=r[6],
+        creditor_agent=r[7],
+        amount=r[8],
+        state=PaymentState(r[9]),
+        reason=r[10],
+        created_at=_dt(r[11]),
+        updated_at=_dt(r[12]),
+        deadline=_dt_or_none(r[13]),
+        inbound_id=r[14],
+        debtor_named_by=r[15],
+        creditor_named_by=r[16],
+    )
+
+
+def _participant(r: Any) -> Participant:
+    limit = None
+    if r[4] is not None:
+        limit = Money(minor=r[4], currency=r[5], exponent=r[6])
+    return Participant(
+        id=r[0], member_id=r[1], name=r[2], status=ParticipantStatus(r[3]), limit=limit
+    )
+
+
+class SqliteStore(Store):
+    """The store on one SQLite database file (or in memory), via a worker thread."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.path = sqlite_path(url)
+        self.round_trips = 0
+        """Statements executed (an executemany counts once; BEGIN and COMMIT included)."""
+        self.transactions = 0
+        """Write transactions committed."""
+        self._conn: sqlite3.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `work` on the connection in a worker thread, one call at a time."""
+        async with self._lock:
+            return await asyncio.to_thread(self._call, work)
+
+    def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._conn
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            try:
+                conn.execute("PRAGMA foreign_keys = ON")
+                conn.execute("PRAGMA busy_timeout = 5000")
+                if self.path != _MEMORY:
+                    conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = FULL")
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+        return work(conn)
+
+    def _x(self, conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        self.round_trips += 1
+        return conn.execute(sql, params)
+
+    def _xm(self, conn: sqlite3.Connection, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+        self.round_trips += 1
+        return conn.executemany(sql, rows).rowcount
+
+    def _write(self, conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `work` in one write transaction; roll back if it raises."""
+        self._x(conn, "BEGIN IMMEDIATE")
+        try:
+            result = work(conn)
+            self._x(conn, "COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                self._x(conn, "ROLLBACK")
+            raise
+        self.transactions += 1
+        return result
+
+    # --- the interface --------------------------------------------------------------------
+
+    async def migrate(self) -> list[str]:
+        """Apply pending versioned migrations (idempotent); return the versions applied."""
+        return await self._run(self._migrate)
+
+    def _migrate(self, conn: sqlite3.Connection) -> list[str]:
+        def bootstrap(conn: sqlite3.Connection) -> set[str]:
+            self._x(
+                conn,
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                "version TEXT PRIMARY KEY NOT NULL, applied_at TEXT NOT NULL "
+                "DEFAULT (strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')))",
+            )
+            return {r[0] for r in self._x(conn, "SELECT version FROM schema_migrations")}
+
+        done = self._write(conn, bootstrap)
+        applied: list[str] = []
+        for version, sql in migrations():
+            if version in done:
+                continue
+
+            def apply(conn: sqlite3.Connection, version: str = version, sql: str = sql) -> bool:
+                if self._x(
+                    conn, "SELECT 1 FROM schema_migrations WHERE version = ?", (version,)
+                ).fetchone():
+                    return False  # applied meanwhile by another process
+                for statement in _statements(sql):
+                    self._x(conn, statement)
+                self._x(conn, "INSERT INTO schema_migrations (version) VALUES (?)", (version,))
+                return True
+
+            if self._write(conn, apply):
+                applied.append(version)
+        return applied
+
+    async def upsert_participants(self, participants: Iterable[Participant]) -> None:
+        """Create participants (with a zero position) or update their name/status/limit."""
+        by_id = {p.id: p for p in participants}
+        if not by_id:
+            return
+        rows = [
+            (
+                p.id,
+                p.member_id,
+                p.name,
+                str(p.status),
+                None if p.limit is None else p.limit.minor,
+                None if p.limit is None else p.limit.currency,
+                None if p.limit is None else p.limit.exponent,
+            )
+            for p in by_id.values()
+        ]
+
+        def work(conn: sqlite3.Connection) -> None:
+            self._xm(conn, _UPSERT_PARTICIPANT, rows)
+            self._xm(conn, _INSERT_POSITION, [(p,) for p in by_id])
+
+        await self._run(lambda conn: self._write(conn, work))
+
+    async def load_state(self) -> State:
+        """Everything the engine needs to resume, read from one snapshot."""
+
+        def work(conn: sqlite3.Connection) -> list[list[Any]]:
+            self._x(conn, "BEGIN")
+            try:
+                return [self._x(conn, q).fetchall() for q in _LOAD]
+            finally:
+                self._x(conn, "COMMIT")
+
+        parts, positions, totals, payments, msg_ids, hashes, unsent = await self._run(work)
+        inbound: dict[tuple[str, str], str] = {}
+        for participant, sha256, msg_id in hashes:
+            inbound.setdefault((participant, sha256), msg_id)
+        return State(
+            participants={r[0]: _participant(r) for r in parts},
+            positions={r[0]: Position(available=r[1], reserved=r[2]) for r in positions},
+            funded=totals[0][0],
+            defunded=totals[0][1],
+            payments=[_payment(r) for r in payments],
+            msg_ids=frozenset((r[0], r[1]) for r in msg_ids),
+            inbound_hashes=inbound,
+            unsent=[_message(r) for r in unsent],
+        )
+
+    async def commit_batch(self, batch: Batch) -> None:
+        """Write one batch in one transaction: all of it or (on error) none of it."""
+        if batch.is_empty():
+            return
+        deltas = batch.deltas
+        funding = net_funding(batch.journal)
+
+        def work(conn: sqlite3.Connection) -> None:
+            if batch.messages:
+                self._xm(
+                    conn,
+                    _INSERT_MESSAGE,
+                    [
+                        (
+                            m.id,
+                            str(m.direction),
+                            m.participant,
+                            m.msg_type,
+                            m.biz_msg_id,
+                            m.sha256,
+                            m.raw,
+                            _ts(m.at),
+                            m.payment_id,
+                            m.in_reply_to,
+                            _ts_or_none(m.sent_at),
+                        )
+                        for m in batch.messages
+                    ],
+                )
+            if batch.new_payments:
+                self._xm(
+                    conn,
+                    _INSERT_PAYMENT,
+                    [
+                        (
+                            p.id,
+                            p.uetr,
+                            p.msg_id,
+                            p.instr_id,
+                            p.end_to_end_id,
+                            p.tx_id,
+                            p.debtor_agent,
+                            p.creditor_agent,
+                            p.amount,
+                            str(p.state),
+                            p.reason,
+                            _ts(p.created_at),
+                            _ts(p.updated_at),
+                            _ts_or_none(p.deadline),
+                            p.inbound_id,
+                            p.debtor_named_by,
+                            p.creditor_named_by,
+                        )
+                        for p in batch.new_payments
+                    ],
+                )
+            if batch.updates:
+                n = self._xm(
+                    conn,
+                    _UPDATE_PAYMENT,
+                    [
+                        (str(u.state), u.reason, _ts(u.updated_at), _ts_or_none(u.deadline), u.id)
+                        for u in batch.updates
+                    ],
+                )
+                if n != len(batch.updates):
+                    raise InternalError(
+                        f"batch refused: {len(batch.updates) - n} of the updated payments "
+                        "do not exist"
+                    )
+            if deltas:
+                order = lock_order(deltas)
+                n = self._xm(
+                    conn,
+                    _UPDATE_POSITION,
+                    [(deltas[p].d_available, deltas[p].d_reserved, p) for p in order],
+                )
+                if n != len(order):
+                    raise InternalError(
+                        f"batch refused: {len(order) - n} of the participants "
+                        f"{', '.join(order)} have no position"
+                    )
+            if funding.funded or funding.defunded:
+                self._x(conn, _UPDATE_TOTALS, (funding.funded, funding.defunded))
+            if batch.journal:
+                self._xm(
+                    conn,
+                    _INSERT_JOURNAL,
+                    [(str(e.kind), e.debit, e.credit, e.amount, e.ref) for e in batch.journal],
+                )
+            if batch.msg_ids:
+                self._xm(conn, _INSERT_MSG_ID, batch.msg_ids)
+
+        try:
+            await self._run(lambda conn: self._write(conn, work))
+        except sqlite3.IntegrityError as exc:
+            raise InternalError(f"batch refused by the database: {exc}") from exc
+
+    async def mark_sent(self, ids: Sequence[str], at: datetime) -> None:
+        """Record that outbound messages `ids` were handed to the transport."""
+        if not ids:
+            return
+        sent_at = _ts(at)
+        rows = [(sent_at, i) for i in ids]
+        await self._run(lambda conn: self._write(conn, lambda c: self._xm(c, _MARK_SENT, rows)))
+
+    async def fetch_messages(self, ids: Sequence[str]) -> list[ArchivedMessage]:
+        """Archived messages by id (in the order asked; unknown ids are left out)."""
+        if not ids:
+            return []
+        wanted = list(dict.fromkeys(ids))
+
+        def work(conn: sqlite3.Connection) -> list[Any]:
+            rows: list[Any] = []
+            for i in range(0, len(wanted), _CHUNK):
+                chunk = wanted[i : i + _CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                sql = f"SELECT {_MSG_COLS} FROM messages WHERE id IN ({marks})"
+                rows.extend(self._x(conn, sql, chunk).fetchall())
+            return rows
+
+        found = {r[0]: r for r in await self._run(work)}
+        return [_message(found[i]) for i in ids if i in found]
+
+    async def responses_to(self, inbound_id: str, participant: str) -> list[ArchivedMessage]:
+        """Outbound messages to `participant` answering inbound message `inbound_id`."""
+        rows = await self._run(
+            lambda conn: self._x(conn, _RESPONSES_TO, (inbound_id, participant)).fetchall()
+        )
+        return [_message(r) for r in rows]
+
+    async def conservation(self) -> ConservationReport:
+        """Conservation measured in the database itself (positions vs funded - defunded)."""
+        row = await self._run(lambda conn: self._x(conn, _CONSERVATION).fetchone())
+        available, reserved, funded, defunded = row
+        return ConservationReport(
+            total_available=available,
+            total_reserved=reserved,
+            funded=funded,
+            defunded=defunded,
+            ok=available + reserved == funded - defunded,
+        )
+
+    async def journal(self) -> list[JournalEntry]:
+        """The whole journal, in order (for replay checks)."""
+        rows = await self._run(
+            lambda conn: self._x(
+                conn, "SELECT kind, debit, credit, amount, ref FROM journal ORDER BY seq"
+            ).fetchall()
+        )
+        return [
+            JournalEntry(kind=EntryKind(r[0]), debit=r[1], credit=r[2], amount=r[3], ref=r[4])
+            for r in rows
+        ]
+
+    async def close(self) -> None:
+        """Release the connection."""
+        async with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                await asyncio.to_thread(conn.close)

@@ -1,0 +1,472 @@
+"""The store against real databases: what a batch writes, all or nothing, and read back.
+
+Every test runs on SQLite and on PostgreSQL (see conftest), with the same expectations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import sqlite3
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from switch.core import InternalError, Money, Participant, ParticipantStatus, PaymentState
+from switch.ledger import Book, JournalEntry, Position, PositionDelta, net_deltas, replay
+from switch.store import (
+    ArchivedMessage,
+    Batch,
+    Direction,
+    PaymentRecord,
+    PaymentUpdate,
+    State,
+    Store,
+)
+from switch.store.postgres import PostgresStore
+from switch.store.sqlite import SqliteStore, sqlite_path
+
+A, B, C = "BNKAUS33XXX", "BNKBUS33XXX", "BNKCUS33XXX"
+PARTICIPANTS = [
+    Participant(id=A, member_id="021000021", name="Bank A"),
+    Participant(id=B, member_id="011000015", name="Bank B"),
+    Participant(
+        id=C,
+        member_id="026009593",
+        name="Bank C",
+        limit=Money(minor=500_000, currency="USD"),
+    ),
+]
+T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+class Refused(Exception):
+    """The database refused a raw statement."""
+
+
+async def raw_execute(store: Store, sql: str) -> None:
+    """Run `sql` on a connection of its own, bypassing the store; Refused if refused."""
+    if isinstance(store, SqliteStore):
+        path = sqlite_path(store.url)
+
+        def work() -> None:
+            conn = sqlite3.connect(path, isolation_level=None)
+            try:
+                conn.execute(sql)
+            finally:
+                conn.close()
+
+        try:
+            await asyncio.to_thread(work)
+        except sqlite3.Error as exc:
+            raise Refused(str(exc)) from exc
+        return
+    assert isinstance(store, PostgresStore)
+    conn = await asyncpg.connect(store.url)
+    try:
+        await conn.execute(sql)
+    except asyncpg.PostgresError as exc:
+        raise Refused(str(exc)) from exc
+    finally:
+        await conn.close()
+
+
+def message(
+    mid: str,
+    direction: Direction = Direction.IN,
+    participant: str = A,
+    *,
+    at: datetime = T0,
+    payment_id: str | None = None,
+    in_reply_to: str | None = None,
+    msg_type: str = "pacs.008.001.08",
+) -> ArchivedMessage:
+    raw = f"<Document><Id>{mid}</Id></Document>".encode() + bytes(range(256))
+    return ArchivedMessage(
+        id=mid,
+        direction=direction,
+        participant=participant,
+        msg_type=msg_type,
+        biz_msg_id=f"biz-{mid}",
+        sha256=hashlib.sha256(raw).hexdigest(),
+        raw=raw,
+        at=at,
+        payment_id=payment_id,
+        in_reply_to=in_reply_to,
+    )
+
+
+def payment(
+    pid: str,
+    *,
+    debtor: str = A,
+    creditor: str | None = B,
+    amount: int = 10_000,
+    state: PaymentState = PaymentState.RESERVED,
+    e2e: str | None = None,
+    tx_id: str | None = None,
+    uetr: str | None = None,
+) -> PaymentRecord:
+    return PaymentRecord(
+        id=pid,
+        uetr=uetr or f"uetr-{pid}",
+        msg_id=f"msg-{pid}",
+        instr_id=None,
+        end_to_end_id=e2e or f"e2e-{pid}",
+        tx_id=tx_id,
+        debtor_agent=debtor,
+        creditor_agent=creditor,
+        amount=amount,
+        state=state,
+        reason=None,
+        created_at=T0,
+        updated_at=T0,
+        deadline=T0 + timedelta(seconds=5),
+        inbound_id=f"in-{pid}",
+        debtor_named_by="BICFI",
+        creditor_named_by="USABA",
+    )
+
+
+def book_of(state: State) -> Book:
+    return Book.from_positions(state.positions, funded=state.funded, defunded=state.defunded)
+
+
+async def fund(store: Store, amounts: dict[str, int]) -> None:
+    """Commit one batch funding each participant."""
+    book = book_of(await store.load_state())
+    entries = [e for p, amount in amounts.items() for e in book.fund(p, amount, f"fund-{p}")]
+    await store.commit_batch(Batch(journal=entries, deltas=net_deltas(entries)))
+
+
+async def snapshot(store: Store) -> tuple[State, list[JournalEntry]]:
+    """What a refused batch must leave unchanged: the whole state and the journal."""
+    return await store.load_state(), await store.journal()
+
+
+# --- migrations and participants ------------------------------------------------------------
+
+
+async def test_migrate_applies_once(blank_store: Store) -> None:
+    assert await blank_store.migrate() == ["0001_init"]
+    assert await blank_store.migrate() == []
+    state = await blank_store.load_state()
+    assert state.participants == {}
+    assert (state.funded, state.defunded) == (0, 0)
+
+
+async def test_upsert_participants_creates_zero_positions(store: Store) -> None:
+    await store.upsert_participants(PARTICIPANTS)
+    state = await store.load_state()
+    assert state.participants == {p.id: p for p in PARTICIPANTS}
+    assert state.positions == {p.id: Position() for p in PARTICIPANTS}
+
+    changed = replace(PARTICIPANTS[0], name="Bank A Renamed", status=ParticipantStatus.SUSPENDED)
+    await fund(store, {A: 700})
+    await store.upsert_participants([changed])
+    state = await store.load_state()
+    assert state.participants[A] == changed
+    assert state.positions[A] == Position(available=700)
+
+
+# --- commit_batch and load_state ------------------------------------------------------------
+
+
+async def test_commit_batch_writes_everything_and_load_state_returns_it(store: Store) -> None:
+    await store.upsert_participants(PARTICIPANTS)
+    await fund(store, {A: 100_000})
+    book = book_of(await store.load_state())
+    p1, p2 = payment("p1"), payment("p2", tx_id="tx-2", amount=2_500)
+    entries = book.reserve(A, p1.amount, p1.id) + book.reserve(A, p2.amount, p2.id)
+    inbound = [message("in-p1", payment_id="p1"), message("in-p2", payment_id="p2")]
+    outbound = [
+        message("out-p1", Direction.OUT, B, at=T0 + timedelta(milliseconds=2), payment_id="p1"),
+        message("out-p2", Direction.OUT, B, at=T0 + timedelta(milliseconds=1), payment_id="p2"),
+    ]
+    batch = Batch(
+        messages=inbound + outbound,
+        new_payments=[p1, p2],
+        journal=entries,
+        deltas=net_deltas(entries),
+        msg_ids=[(A, "msg-p1"), (A, "msg-p2")],
+    )
+    await store.commit_batch(batch)
+
+    state = await store.load_state()
+    assert state.participants == {p.id: p for p in PARTICIPANTS}
+    assert state.positions == {
+        A: Position(available=100_000 - 12_500, reserved=12_500),
+        B: Position(),
+        C: Position(),
+    }
+    assert (state.funded, state.defunded) == (100_000, 0)
+    assert sorted(state.payments, key=lambda p: p.id) == [p1, p2]
+    assert state.msg_ids == frozenset({(A, "msg-p1"), (A, "msg-p2")})
+    assert state.inbound_hashes == {(A, m.sha256): m.id for m in inbound}
+    assert list(state.unsent) == [outbound[1], outbound[0]]  # in order of `at`
+    assert await store.fetch_messages(["out-p1", "nope", "in-p2"]) == [outbound[0], inbound[1]]
+    assert all(m.at.tzinfo is not None for m in state.unsent)
+
+
+async def test_payment_updates(store: Store) -> None:
+    await store.upsert_participants(PARTICIPANTS)
+    p1, p2 = payment("p1", state=PaymentState.RECEIVED), payment("p2")
+    await store.commit_batch(Batch(new_payments=[p1]))
+    t1 = T0 + timedelta(seconds=1)
+    await store.commit_batch(
+        Batch(
+            new_payments=[p2],
+            updates=[
+                PaymentUpdate(
+                    id="p1", state=PaymentState.RESERVED, reason=None, updated_at=t1, deadline=t1
+                ),
+                PaymentUpdate(
+                    id="p1",
+                    state=PaymentState.REJECTED,
+                    reason="AB05",
+                    updated_at=t1,
+                    deadline=None,
+                ),
+                # a payment created in the same batch
+                PaymentUpdate(
+                    id="p2", state=PaymentState.FORWARDED, reason=None, updated_at=t1, deadline=t1
+                ),
+            ],
+        )
+    )
+    state = await store.load_state()
+    got = {p.id: p for p in state.payments}
+    assert got["p1"] == replace(
+        p1, state=PaymentState.REJECTED, reason="AB05", updated_at=t1, deadline=None
+    )
+    assert got["p2"] == replace(p2, state=PaymentState.FORWARDED, updated_at=t1, deadline=t1)
+
+    before = await snapshot(store)
+    unknown = PaymentUpdate(
+        id="nope", state=PaymentState.SETTLED, reason=None, updated_at=t1, deadline=None
+    )
+    with pytest.raises(InternalError, match="do not exist"):
+        await store.commit_batch(Batch(messages=[message("m-x")], updates=[unknown]))
+    assert await snapshot(store) == before
+
+
+# --- atomicity ------------------------------------------------------------------------------
+
+
+async def test_overdraft_aborts_the_whole_batch(store: Store) -> None:
+    await store.upsert_participants(PARTICIPANTS)
+    await fund(store, {A: 1_000})
+    before = await snapshot(store)
+    book = book_of(await store.load_state())
+    ok = book.reserve(A, 600, "p1")
+    # B has nothing: an entry the in-memory book would refuse, forced through the store
+    deltas = net_deltas(ok)
+    deltas[B] = PositionDelta(d_available=-1, d_reserved=1)
+    batch = Batch(
+        messages=[message("in-p1", payment_id="p1"), message("out-p1", Direction.OUT, B)],
+        new_payments=[payment("p1", amount=600)],
+        journal=ok,
+        deltas=deltas,
+        msg_ids=[(A, "msg-p1")],
+    )
+    with pytest.raises(InternalError, match=r"refused by the database.*available"):
+        await store.commit_batch(batch)
+    assert await snapshot(store) == before
+    assert await store.fetch_messages(["in-p1", "out-p1"]) == []
+    assert (await store.conservation()).ok
+
+
+async def test_unknown_participant_in_deltas_aborts_the_batch(store: Store) -> None:
+    await store.upsert_participants(PARTICIPANTS)
+    await fund(store, {A: 1_000})
+    before = await snapshot(store)
+    book = book_of(await store.load_state())
+    entries = book.reserve(A, 100, "p1")
+    deltas = net_deltas(entries)
+    deltas["BNKZUS33XXX"] = deltas[A]
+    with pytest.raises(InternalError, match="no position"):
+        await store.commit_batch(Batch(messages=[message("in-p1")], journal=entries, deltas=deltas))
+    assert await snapshot(store) == before
+
+
+@pytest.mark.parametrize(
+    "second",
+    [
+        pytest.param(payment("p2", uetr="uetr-p1"), id="uetr"),
+        pytest.param(payment("p2", e2e="e2e-p1"), id="e2e-without-txid"),
+    ],
+)
+async def test_duplicate_payment_aborts_the_batch(store: Store, second: PaymentRecord) -> None:
+    await store.upsert_participants(PARTICIPANTS)
+    await store.commit_batch(Batch(new_payments=[payment("p1")], msg_ids=[(A, "msg-p1")]))
+    before = await snapshot(store)
+    with pytest.raises(InternalError, match="refused by the database"):
+        await store.commit_batch(
+            Batch(
+                messages=[message("in-p2")],
+                new_payments=[second],
+                msg_ids=[(A, "msg-p2")],
+            )
+        )
+    assert await snapshot(store) == before
+    assert await store.fetch_messages(["in-p2"]) == []
+
+
+async def test_same_e2e_with_other_tx_id_is_not_a_duplicate(store: Store) -> None:
+    await store.upsert_participants(PARTICIPANTS)
+    await store.commit_batch(Batch(new_payments=[payment("p1", e2e="e2e", tx_id="t1")]))
+    await store.commit_batch(Batch(new_payments=[payment("p2", e2e="e2e", tx_id="t2")]))
+    await store.commit_batch(Batch(new_payments=[payment("p3", e2e="e2e")]))
+    await store.commit_batch(Batch(new_payments=[payment("p4", e2e="e2e", debtor=B)]))
+    with pytest.raises(InternalError):
+        await store.commit_batch(Batch(new_payments=[payment("p5", e2e="e2e", tx_id="t1")]))
+    with pytest.raises(InternalError):
+        await store.commit_batch(Batch(new_payments=[payment("p6", e2e="e2e")]))
+    assert len((await store.load_state()).payments) == 4
+
+
+async def test_duplicate_msg_id_aborts_the_batch(store: Store) -> None:
+    await store.upsert_participants(PARTICIPANTS)
+    await store.commit_batch(Batch(msg_ids=[(A, "m1")]))
+    await store.commit_batch(Batch(msg_ids=[(B, "m1")]))  # another sender: no duplicate
+    before = await snapshot(store)
+    with pytest.raises(InternalError):
+        await store.commit_batch(
+            Batch(messages=[message("in-x")], new_payments=[payment("px")], msg_ids=[(A, "m1")])
+        )
+    assert await snapshot(store) == before
+
+
+async def test_duplicate_message_id_aborts_the_batch(store: Store) -> None:
+    await store.commit_batch(Batch(messages=[message("m1")]))
+    with pytest.raises(InternalError):
+        await store.commit_batch(Batch(messages=[message("m2"), message("m1")]))
+    assert await store.fetch_messages(["m2"]) == []
+
+
+# --- outbox ---------------------------------------------------------------------------------
+
+
+async def test_mark_sent_removes_from_unsent(store: Store) -> None:
+    out = [message(f"o{i}", Direction.OUT, B, at=T0 + timedelta(seconds=i)) for i in range(3)]
+    await store.commit_batch(Batch(messages=[message("i1"), *out]))
+    assert [m.id for m in (await store.load_state()).unsent] == ["o0", "o1", "o2"]
+    sent = T0 + timedelta(minutes=1)
+    await store.mark_sent(["o0", "o2"], sent)
+    await store.mark_sent(["o0"], sent + timedelta(minutes=1))  # again: changes nothing
+    assert [m.id for m in (await store.load_state()).unsent] == ["o1"]
+    assert [m.sent_at for m in await store.fetch_messages(["o0", "o1", "o2"])] == [
+        sent,
+        None,
+        sent,
+    ]
+
+
+# --- append-only ----------------------------------------------------------------------------
+
+
+async def test_journal_and_messages_are_append_only(store: Store) -> None:
+    await store.upsert_participants(PARTICIPANTS)
+    await fund(store, {A: 1_000})
+    await store.commit_batch(Batch(messages=[message("i1"), message("o1", Direction.OUT, B)]))
+    for sql in (
+        "UPDATE journal SET amount = 1",
+        "DELETE FROM journal",
+        "DELETE FROM messages WHERE id = 'i1'",
+        "UPDATE messages SET biz_msg_id = 'changed' WHERE id = 'o1'",
+        "UPDATE messages SET participant = 'BNKCUS33XXX' WHERE id = 'o1'",
+    ):
+        with pytest.raises(Refused, match="refused"):
+            await raw_execute(store, sql)
+    await raw_execute(store, "UPDATE messages SET sent_at = '2024-05-01T12:00:01Z' WHERE id = 'o1'")
+    with pytest.raises(Refused, match="refused"):  # sent_at is set once
+        await raw_execute(
+            store, "UPDATE messages SET sent_at = '2024-05-01T12:00:02Z' WHERE id = 'o1'"
+        )
+    assert len(await store.journal()) == 1
+    assert len(await store.fetch_messages(["i1", "o1"])) == 2
+
+
+# --- the ledger in the database -------------------------------------------------------------
+
+
+async def test_conservation_and_replay_after_a_payment_lifecycle(store: Store) -> None:
+    await store.upsert_participants(PARTICIPANTS)
+    book = book_of(await store.load_state())
+
+    async def commit(*entries: list[JournalEntry]) -> None:
+        journal = [e for group in entries for e in group]
+        await store.commit_batch(Batch(journal=journal, deltas=net_deltas(journal)))
+
+    await commit(book.fund(A, 50_000, "f1"), book.fund(B, 20_000, "f2"), book.fund(C, 300, "f3"))
+    await commit(book.reserve(A, 10_000, "p1"), book.reserve(A, 5_000, "p2"))
+    await commit(book.settle(A, B, 10_000, "p1"), book.release(A, 5_000, "p2"))
+    await commit(book.reserve(B, 7_000, "p3"), book.defund(A, 1_000, "d1"))
+    # reserve and release of one payment inside one batch: the journal grows, no position moves
+    await commit(book.reserve(C, 300, "p4"), book.release(C, 300, "p4"))
+
+    report = await store.conservation()
+    assert report == book.conservation()
+    assert report.ok
+    assert (report.total_available, report.total_reserved) == (62_300, 7_000)
+    assert (report.funded, report.defunded) == (70_300, 1_000)
+
+    state = await store.load_state()
+    replayed = replay(await store.journal())
+    assert replayed == book
+    assert dict(replayed.snapshot().positions) == dict(state.positions)
+    assert (replayed.funded, replayed.defunded) == (state.funded, state.defunded)
+
+
+async def test_responses_to(store: Store) -> None:
+    await store.upsert_participants(PARTICIPANTS)
+    p1 = payment("p1")  # inbound_id "in-p1"
+    t = [T0 + timedelta(seconds=i) for i in range(6)]
+    msgs = [
+        message("in-p1", Direction.IN, A, at=t[0], payment_id="p1"),
+        message("fwd", Direction.OUT, B, at=t[1], payment_id="p1"),
+        message("acsc", Direction.OUT, A, at=t[3], payment_id="p1", msg_type="pacs.002.001.10"),
+        message("in-q", Direction.IN, A, at=t[2], payment_id="p1", msg_type="pacs.028.001.03"),
+        message("ans-q", Direction.OUT, A, at=t[2], payment_id="p1", in_reply_to="in-q"),
+        message("in-bad", Direction.IN, A, at=t[4]),
+        message("rej", Direction.OUT, A, at=t[5], in_reply_to="in-bad", msg_type="admi.002.001.01"),
+    ]
+    await store.commit_batch(Batch(messages=msgs, new_payments=[p1]))
+    assert [m.id for m in await store.responses_to("in-p1", A)] == ["ans-q", "acsc"]
+    assert [m.id for m in await store.responses_to("in-p1", B)] == ["fwd"]
+    assert [m.id for m in await store.responses_to("in-q", A)] == ["ans-q"]
+    assert [m.id for m in await store.responses_to("in-bad", A)] == ["rej"]
+    assert await store.responses_to("in-bad", B) == []
+    assert await store.responses_to("nope", A) == []
+
+
+async def test_counters(store: Store) -> None:
+    assert isinstance(store, SqliteStore | PostgresStore)
+    await store.upsert_participants(PARTICIPANTS)
+    trips, txs = store.round_trips, store.transactions
+    await fund(store, {A: 1_000, B: 1_000})
+    assert store.transactions == txs + 1
+    assert store.round_trips > trips
+    trips = store.round_trips
+    book = book_of(await store.load_state())
+    trips_load = store.round_trips - trips
+    entries = book.reserve(A, 10, "p1")
+    await store.commit_batch(
+        Batch(
+            messages=[message("i1"), message("o1", Direction.OUT, B)],
+            new_payments=[payment("p1", amount=10)],
+            journal=entries,
+            deltas=net_deltas(entries),
+            msg_ids=[(A, "msg-p1")],
+        )
+    )
+    assert store.transactions == txs + 2
+    per_batch = store.round_trips - trips - trips_load
+    # PostgreSQL: BEGIN, COPY messages, lock positions, one statement for the rest, COMMIT.
+    # SQLite: BEGIN, one executemany per kind of row (messages, payments, positions,
+    # journal, msg ids), COMMIT.
+    assert per_batch == (5 if isinstance(store, PostgresStore) else 7)
+    await store.commit_batch(Batch())  # nothing to write: no transaction
+    assert store.transactions == txs + 2
