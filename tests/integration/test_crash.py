@@ -44,8 +44,15 @@ def test_kill_minus_nine_under_load_then_restart(crash_db: str, tmp_path: Path) 
     for round_, delay in enumerate((0.9, 1.7, 2.6)):
         proc = subprocess.Popen(
             _rtpswitch(
-                "demo", "--store", crash_db, "--payments", "4000", "--timeout", "1",
-                "--seed", str(round_),
+                "demo",
+                "--store",
+                crash_db,
+                "--payments",
+                "4000",
+                "--timeout",
+                "1",
+                "--seed",
+                str(round_),
             ),
             cwd=tmp_path,
             env=env,
@@ -60,8 +67,16 @@ def test_kill_minus_nine_under_load_then_restart(crash_db: str, tmp_path: Path) 
 
         restart = subprocess.run(
             _rtpswitch(
-                "demo", "--store", crash_db, "--payments", "50", "--timeout", "1", "--json",
-                "--seed", str(100 + round_),
+                "demo",
+                "--store",
+                crash_db,
+                "--payments",
+                "50",
+                "--timeout",
+                "1",
+                "--json",
+                "--seed",
+                str(100 + round_),
             ),
             cwd=tmp_path,
             env=env,
