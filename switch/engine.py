@@ -83,6 +83,7 @@ log = logging.getLogger("rtpswitch.engine")
 
 USABA: Final = "USABA"
 BICFI: Final = "BICFI"
+_YIELD_EVERY: Final = 16
 ACCEPT_STATUSES: Final = frozenset({"ACSP", "ACCP", "ACSC", "ACCC", "ACWC"})
 
 
@@ -118,6 +119,15 @@ class _Work:
     sends: list[_Send] = field(default_factory=list)
     by_inbound: dict[str, list[ArchivedMessage]] = field(default_factory=dict)
     payments: int = 0
+
+
+@dataclass(slots=True, kw_only=True)
+class _Pending:
+    """A batch whose commit is under way."""
+
+    task: asyncio.Task[None]
+    work: _Work
+    deliveries: Sequence[Delivery]
 
 
 @dataclass(slots=True)
@@ -168,6 +178,7 @@ class Engine:
         self._ids = IdGenerator("SW")
         self._pids = IdGenerator("P")
         self._started = False
+        self._unmarked: list[str] = []
 
     # --- start-up -----------------------------------------------------------------------
 
@@ -220,43 +231,109 @@ class Engine:
     # --- the loop -----------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Clear until `stop` is set."""
+        """Clear until `stop` is set.
+
+        Batches are pipelined: while batch k commits, batch k+1 is received and decided in
+        memory on top of k's decisions. Batch k's messages are sent and its deliveries
+        acknowledged only once k has committed, and k+1 commits only after that; the
+        outbound messages of k are recorded as sent in k+1's transaction. If a commit
+        fails the engine stops: its memory is ahead of the store, and a restart rebuilds it.
+        """
         if not self._started:
             await self.start()
         eng = self.settings.engine
-        while not stop.is_set():
-            wait = 0.05
-            if self.deadlines:
-                due = (self.deadlines[0][0] - self.clock()).total_seconds()
-                wait = max(0.0, min(wait, due))
-            deliveries = await self.transport.receive_batch(eng.batch_size, wait)
-            if deliveries and len(deliveries) < eng.batch_size and eng.batch_wait > 0:
-                await asyncio.sleep(eng.batch_wait)
-                deliveries += await self.transport.receive_batch(
-                    eng.batch_size - len(deliveries), 0
-                )
-            await self.step(deliveries)
+        pending: _Pending | None = None
+        try:
+            while not stop.is_set():
+                wait = 0.0 if pending is not None else self._idle_wait()
+                deliveries = await self.transport.receive_batch(eng.batch_size, wait)
+                if (
+                    deliveries
+                    and pending is None
+                    and eng.batch_wait > 0
+                    and len(deliveries) < eng.batch_size
+                ):
+                    await asyncio.sleep(eng.batch_wait)
+                    deliveries += await self.transport.receive_batch(
+                        eng.batch_size - len(deliveries), 0
+                    )
+                now = self.clock()
+                due = bool(self.deadlines) and self.deadlines[0][0] <= now
+                work = None
+                if deliveries or due:
+                    digests = [hashlib.sha256(d.data).hexdigest() for d in deliveries]
+                    if pending is not None and self._any_known(deliveries, digests):
+                        # A resend of something perhaps not yet committed: settle it first.
+                        await self._complete(pending)
+                        pending = None
+                    resends = await self._lookup_resends(deliveries, digests)
+                    work = await self._decide(deliveries, digests, resends, now)
+                if pending is not None:
+                    await self._complete(pending)
+                    pending = None
+                if work is not None:
+                    pending = self._begin(work, deliveries)
+                    await asyncio.sleep(0)  # the commit starts while the next batch is read
+                elif self._unmarked:
+                    await self.store.mark_sent(self._unmarked, self.clock())
+                    self._unmarked = []
+        finally:
+            if pending is not None:
+                await self._complete(pending)
+            if self._unmarked:
+                await self.store.mark_sent(self._unmarked, self.clock())
+                self._unmarked = []
 
-    async def step(self, deliveries: Sequence[Delivery]) -> None:
-        """Decide, commit and send one batch of deliveries (and any due deadlines)."""
-        now = self.clock()
-        due = bool(self.deadlines) and self.deadlines[0][0] <= now
-        if not deliveries and not due:
-            return
-        resends = await self._lookup_resends(deliveries)
+    def _idle_wait(self) -> float:
+        wait = 0.05
+        if self.deadlines:
+            due = (self.deadlines[0][0] - self.clock()).total_seconds()
+            wait = max(0.0, min(wait, due))
+        return wait
+
+    async def _decide(
+        self,
+        deliveries: Sequence[Delivery],
+        digests: Sequence[str],
+        resends: dict[tuple[str, str], list[ArchivedMessage]],
+        now: datetime,
+    ) -> _Work:
+        """Every decision of one batch, applied to memory and collected for the store.
+
+        Deciding yields to the event loop every few messages so that the previous batch's
+        commit, a conversation of several round trips, advances meanwhile.
+        """
         work = _Work()
-        for d in deliveries:
-            self._handle(d, now, work, resends)
+        for i, (d, digest) in enumerate(zip(deliveries, digests, strict=True)):
+            self._handle(d, digest, now, work, resends)
+            if i % _YIELD_EVERY == _YIELD_EVERY - 1:
+                await asyncio.sleep(0)
         self._expire(now, work)
+        work.batch.deltas = net_deltas(work.batch.journal)
+        return work
+
+    def _begin(self, work: _Work, deliveries: Sequence[Delivery]) -> _Pending:
+        """Start committing `work` (with the sent marks of the batches before it)."""
         batch = work.batch
-        batch.deltas = net_deltas(batch.journal)
-        await self.store.commit_batch(batch)
+        batch.sent, batch.sent_at = self._unmarked, self.clock()
+        self._unmarked = []
+        task = asyncio.create_task(self.store.commit_batch(batch))
+        return _Pending(task=task, work=work, deliveries=deliveries)
+
+    async def _complete(self, pending: _Pending) -> None:
+        """Wait for a batch's commit; then acknowledge its deliveries and send its messages."""
+        await pending.task
         self.stats.batches += 1
-        self.stats.messages_in += len(deliveries)
-        await self.transport.ack(deliveries)
-        await self._send(work.sends)
+        self.stats.messages_in += len(pending.deliveries)
+        await self.transport.ack(pending.deliveries)
+        sends = pending.work.sends
+        for s in sends:
+            await self.transport.send(s.participant, s.message.raw)
+        self.stats.messages_out += len(sends)
+        self._unmarked.extend(s.message.id for s in sends)
 
     async def _send(self, sends: list[_Send]) -> None:
+        """Send committed messages now and record them as sent (start-up path)."""
         if not sends:
             return
         for s in sends:
@@ -264,13 +341,17 @@ class Engine:
         self.stats.messages_out += len(sends)
         await self.store.mark_sent([s.message.id for s in sends], self.clock())
 
+    def _any_known(self, deliveries: Sequence[Delivery], digests: Sequence[str]) -> bool:
+        hashes = self.hashes
+        return any((d.sender, h) in hashes for d, h in zip(deliveries, digests, strict=True))
+
     async def _lookup_resends(
-        self, deliveries: Sequence[Delivery]
+        self, deliveries: Sequence[Delivery], digests: Sequence[str]
     ) -> dict[tuple[str, str], list[ArchivedMessage]]:
         """Earlier answers to byte-identical messages already committed (rare path)."""
         found: dict[tuple[str, str], list[ArchivedMessage]] = {}
-        for d in deliveries:
-            key = (d.sender, hashlib.sha256(d.data).hexdigest())
+        for d, digest in zip(deliveries, digests, strict=True):
+            key = (d.sender, digest)
             prev = self.hashes.get(key)
             if prev is not None and key not in found:
                 found[key] = await self.store.responses_to(prev, d.sender)
@@ -281,11 +362,11 @@ class Engine:
     def _handle(
         self,
         d: Delivery,
+        sha: str,
         now: datetime,
         work: _Work,
         resends: dict[tuple[str, str], list[ArchivedMessage]],
     ) -> None:
-        sha = hashlib.sha256(d.data).hexdigest()
         inbound = ArchivedMessage(
             id=self._ids(),
             direction=Direction.IN,

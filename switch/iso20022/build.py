@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import re
 from datetime import UTC, datetime
 from typing import Final
 
@@ -23,11 +24,16 @@ from lxml import etree
 from switch.iso20022.registry import ENVELOPE_NS, MessageType
 from switch.iso20022.views import USABA, Agent
 
-_ESCAPES: Final = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"})
+_ESCAPES: Final = str.maketrans(
+    {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\r": "&#13;"}
+)
+_SPECIAL: Final = re.compile('[&<>"\r]')
 
 
 def escape(text: str) -> str:
-    """`text` escaped for XML character data and attribute values."""
+    """`text` escaped for XML character data and attribute values (a CR survives parsing)."""
+    if _SPECIAL.search(text) is None:
+        return text
     return text.translate(_ESCAPES)
 
 

@@ -273,17 +273,25 @@ def _amount(el: etree._Element | None) -> Amount | None:
 
 
 def _agent(n: _Names, el: etree._Element | None) -> Agent | None:
-    """Agent from a BranchAndFinancialInstitutionIdentification6 (or Party44 FIId) element."""
-    if el is None:
+    """Agent from a BranchAndFinancialInstitutionIdentification6 (or Party44 FIId) element.
+
+    `FinInstnId` is the first child of both; its children are read in one pass.
+    """
+    if el is None or len(el) == 0:
         return None
-    fin = _kids(_kids(el).get(n["FinInstnId"]))
-    bicfi = _text(fin, n["BICFI"])
-    mmb_el = fin.get(n["ClrSysMmbId"])
-    member_id = system = None
-    if mmb_el is not None:
-        mmb = _kids(mmb_el)
-        member_id = _text(mmb, n["MmbId"])
-        system = _text(_kids(mmb.get(n["ClrSysId"])), n["Cd"])
+    fin = el[0]
+    if fin.tag != n["FinInstnId"]:
+        return None
+    bicfi = member_id = system = None
+    bicfi_tag, mmb_tag = n["BICFI"], n["ClrSysMmbId"]
+    for c in fin:
+        tag = c.tag
+        if tag == bicfi_tag:
+            bicfi = (c.text or "").strip() or None
+        elif tag == mmb_tag:
+            mmb = _kids(c)
+            member_id = _text(mmb, n["MmbId"])
+            system = _text(_kids(mmb.get(n["ClrSysId"])), n["Cd"])
     if bicfi is None and member_id is None:
         return None
     return Agent(bicfi=bicfi, member_id=member_id, clearing_system=system)

@@ -97,6 +97,9 @@ class Batch:
     deltas: dict[str, PositionDelta] = field(default_factory=dict)
     msg_ids: list[tuple[str, str]] = field(default_factory=list)
     """(sender participant id, GrpHdr/MsgId) pairs seen in this batch."""
+    sent: list[str] = field(default_factory=list)
+    """Outbound messages of earlier batches handed to the transport since (`mark_sent`)."""
+    sent_at: datetime | None = None
 
     def is_empty(self) -> bool:
         """True when the batch would write nothing."""
@@ -107,6 +110,7 @@ class Batch:
             or self.journal
             or self.deltas
             or self.msg_ids
+            or self.sent
         )
 
 

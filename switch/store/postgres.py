@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from importlib.resources import files
 from typing import Any, Final
 
@@ -427,6 +427,11 @@ class PostgresStore(Store):
                                 f"batch refused: {n_updates - row[1]} of the updated payments "
                                 "do not exist"
                             )
+                    if batch.sent:
+                        self.round_trips += 1
+                        await conn.execute(
+                            _MARK_SENT, batch.sent, batch.sent_at or datetime.now(UTC)
+                        )
             except asyncpg.IntegrityConstraintViolationError as exc:
                 raise InternalError(f"batch refused by the database: {exc}") from exc
         self.transactions += 1

@@ -454,6 +454,9 @@ class SqliteStore(Store):
                 )
             if batch.msg_ids:
                 self._xm(conn, _INSERT_MSG_ID, batch.msg_ids)
+            if batch.sent:
+                sent_at = _ts(batch.sent_at or datetime.now(UTC))
+                self._xm(conn, _MARK_SENT, [(sent_at, i) for i in batch.sent])
 
         try:
             await self._run(lambda conn: self._write(conn, work))

@@ -536,3 +536,44 @@ def test_fast_payment_reader_agrees_with_the_view(agent: Agent, account: str | N
     assert (p.msg_id, p.uetr) == (msg_id, uetr)
     assert p.account == (account or "US12BANK0000000001")
     assert (p.creditor_bicfi, p.creditor_member_id) == (agent.bicfi, agent.member_id)
+
+
+@pytest.mark.parametrize(
+    ("agent", "account"),
+    [
+        (BANK_B, "111"),
+        (Agent(bicfi=PID, member_id="021000021", clearing_system=USABA), "222"),
+        (BANK_B_ABA, None),
+    ],
+)
+def test_tree_free_reader_agrees_with_the_view_on_payments(
+    agent: Agent, account: str | None
+) -> None:
+    raw, _, _ = forwarded(account or "x", creditor_agent=agent)
+    if account is None:
+        raw = raw.replace(b"<Othr><Id>x</Id></Othr>", b"<IBAN>US12BANK0000000001</IBAN>")
+    msg = parse(raw)
+    assert msg.document is not None
+    quick = bank_module.fast_read(raw)
+    assert quick is not None
+    assert quick[1] is MessageType.PACS_008
+    assert quick[2] == bank_module._view_payments(msg.document)
+
+
+@pytest.mark.parametrize(("status", "reason"), [("ACSC", None), ("RJCT", "AB05")])
+def test_tree_free_reader_agrees_with_the_view_on_statuses(status: str, reason: str | None) -> None:
+    raw = from_switch_status("7b0b5e7c-4a1f-4c8e-9d2b-1f3e5a6b7c8d", status, reason, "ORIG-1")
+    msg = parse(raw)
+    assert msg.document is not None
+    quick = bank_module.fast_read(raw)
+    assert quick is not None
+    assert quick[2] == bank_module._view_statuses(msg.document)
+
+
+def test_tree_free_reader_falls_back_on_other_shapes() -> None:
+    assert bank_module.fast_read(MULTI_STATUS) is None
+    raw = from_switch_status("7b0b5e7c-4a1f-4c8e-9d2b-1f3e5a6b7c8d", "ACSC")
+    prefixed = raw.replace(b'<Document xmlns="', b'<p:Document xmlns:p="')
+    assert bank_module.fast_read(prefixed) is None
+    escaped = raw.replace(b"<OrgnlMsgId>X<", b"<OrgnlMsgId>X&amp;Y<")
+    assert bank_module.fast_read(escaped) is None
