@@ -129,11 +129,11 @@ async def run_load(
 
     async def drive(until: float) -> None:
         nonlocal n
-        start = time.perf_counter()
+        start, first = time.perf_counter(), n
         while time.perf_counter() < until:
             await slots.acquire()
             if rate is not None:
-                due = start + n / rate - time.perf_counter()
+                due = start + (n - first) / rate - time.perf_counter()
                 if due > 0:
                     await asyncio.sleep(due)
             t = asyncio.create_task(one(n))

@@ -4,16 +4,17 @@ Theory of operation. The engine owns the switch's hot state in memory (positions
 `Book`, every payment by id and by UETR, the duplicate keys, the open deadlines), rebuilt
 from the store at start-up. It runs one loop:
 
-1. take a batch of deliveries from the transport (up to `batch_size`, waiting at most
-   `batch_wait` once the first is in, or until the next deadline is due);
+1. take the deliveries the transport has (waiting only when there is nothing to do, or
+   until the next deadline is due);
 2. for each delivery, in arrival order: archive it, parse and validate it, and let the
    core decide (business rules, state transitions, ledger operations); every decision
    appends to one `Batch` (archived messages, payments, state changes, journal entries,
    outbound messages) and mutates the in-memory state;
 3. expire the deadlines that are due (release, RJCT AB05 to both agents);
 4. commit the `Batch` in ONE store transaction, positions updated once each by their net
-   delta (group commit); if the commit fails the engine stops, and a restart rebuilds the
-   state from the store, which is all-or-nothing per batch;
+   delta (group commit); while it commits, the next batch gathers and is decided
+   (pipelining, so batches grow with load); if a commit fails the engine stops, and a
+   restart rebuilds the state from the store, which is all-or-nothing per batch;
 5. acknowledge the deliveries to the transport, send the outbound messages, record
    them as sent.
 
@@ -233,53 +234,54 @@ class Engine:
     async def run(self, stop: asyncio.Event) -> None:
         """Clear until `stop` is set.
 
-        Batches are pipelined: while batch k commits, batch k+1 is received and decided in
-        memory on top of k's decisions. Batch k's messages are sent and its deliveries
-        acknowledged only once k has committed, and k+1 commits only after that; the
-        outbound messages of k are recorded as sent in k+1's transaction. If a commit
-        fails the engine stops: its memory is ahead of the store, and a restart rebuilds it.
+        Group commit, pipelined: while batch k commits, whatever arrives is received and
+        decided in memory, on top of k's decisions, into batch k+1; when k's commit is
+        done (or k+1 is full), k's messages are sent and its deliveries acknowledged, and
+        k+1 starts committing, carrying the sent marks of k. Under light load a message
+        commits at once; under heavy load batches grow to what arrives during one
+        commit. If a commit fails the engine stops: its memory is ahead of the store,
+        and a restart rebuilds it.
         """
         if not self._started:
             await self.start()
-        eng = self.settings.engine
+        size = self.settings.engine.batch_size
         pending: _Pending | None = None
+        work: _Work | None = None
+        taken: list[Delivery] = []
         try:
             while not stop.is_set():
-                wait = 0.0 if pending is not None else self._idle_wait()
-                deliveries = await self.transport.receive_batch(eng.batch_size, wait)
-                if (
-                    deliveries
-                    and pending is None
-                    and eng.batch_wait > 0
-                    and len(deliveries) < eng.batch_size
-                ):
-                    await asyncio.sleep(eng.batch_wait)
-                    deliveries += await self.transport.receive_batch(
-                        eng.batch_size - len(deliveries), 0
-                    )
+                if pending is None and work is None:
+                    deliveries = await self.transport.receive_batch(size, self._idle_wait())
+                elif pending is not None and not pending.task.done() and len(taken) < size:
+                    deliveries = await self.transport.receive_batch(size - len(taken), 0.001)
+                else:
+                    deliveries = []
                 now = self.clock()
-                due = bool(self.deadlines) and self.deadlines[0][0] <= now
-                work = None
-                if deliveries or due:
+                if deliveries or (self.deadlines and self.deadlines[0][0] <= now):
                     digests = [hashlib.sha256(d.data).hexdigest() for d in deliveries]
                     if pending is not None and self._any_known(deliveries, digests):
                         # A resend of something perhaps not yet committed: settle it first.
                         await self._complete(pending)
                         pending = None
                     resends = await self._lookup_resends(deliveries, digests)
-                    work = await self._decide(deliveries, digests, resends, now)
-                if pending is not None:
+                    work = work or _Work()
+                    await self._decide(work, deliveries, digests, resends, now)
+                    taken.extend(deliveries)
+                if pending is not None and (pending.task.done() or len(taken) >= size):
                     await self._complete(pending)
                     pending = None
-                if work is not None:
-                    pending = self._begin(work, deliveries)
-                    await asyncio.sleep(0)  # the commit starts while the next batch is read
-                elif self._unmarked:
+                if pending is None and work is not None:
+                    pending = self._begin(work, taken)
+                    work, taken = None, []
+                    await asyncio.sleep(0)  # the commit starts while the next batch gathers
+                elif pending is None and self._unmarked:
                     await self.store.mark_sent(self._unmarked, self.clock())
                     self._unmarked = []
         finally:
             if pending is not None:
                 await self._complete(pending)
+            if work is not None:
+                await self._complete(self._begin(work, taken))
             if self._unmarked:
                 await self.store.mark_sent(self._unmarked, self.clock())
                 self._unmarked = []
@@ -293,28 +295,27 @@ class Engine:
 
     async def _decide(
         self,
+        work: _Work,
         deliveries: Sequence[Delivery],
         digests: Sequence[str],
         resends: dict[tuple[str, str], list[ArchivedMessage]],
         now: datetime,
-    ) -> _Work:
-        """Every decision of one batch, applied to memory and collected for the store.
+    ) -> None:
+        """Decide `deliveries` and due deadlines, into memory and into `work` for the store.
 
         Deciding yields to the event loop every few messages so that the previous batch's
         commit, a conversation of several round trips, advances meanwhile.
         """
-        work = _Work()
         for i, (d, digest) in enumerate(zip(deliveries, digests, strict=True)):
             self._handle(d, digest, now, work, resends)
             if i % _YIELD_EVERY == _YIELD_EVERY - 1:
                 await asyncio.sleep(0)
         self._expire(now, work)
-        work.batch.deltas = net_deltas(work.batch.journal)
-        return work
 
     def _begin(self, work: _Work, deliveries: Sequence[Delivery]) -> _Pending:
         """Start committing `work` (with the sent marks of the batches before it)."""
         batch = work.batch
+        batch.deltas = net_deltas(batch.journal)
         batch.sent, batch.sent_at = self._unmarked, self.clock()
         self._unmarked = []
         task = asyncio.create_task(self.store.commit_batch(batch))

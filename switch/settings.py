@@ -38,7 +38,6 @@ class EngineSettings:
     """How the engine batches work."""
 
     batch_size: int = 256
-    batch_wait: float = 0.002
     max_message_bytes: int = 1 << 20
 
 
@@ -126,7 +125,6 @@ def load_settings(
     eng = data.get("engine", {})
     engine = EngineSettings(
         batch_size=_get(eng, "batch_size", "engine", int, 256),
-        batch_wait=_get(eng, "batch_wait_ms", "engine", int, 2) / 1000,
         max_message_bytes=_get(eng, "max_message_bytes", "engine", int, 1 << 20),
     )
     if engine.batch_size < 1:
