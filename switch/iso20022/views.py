@@ -106,7 +106,11 @@ class Header:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CreditTransferTx:
-    """One transaction of a pacs.008 (CdtTrfTxInf)."""
+    """One transaction of a pacs.008 (CdtTrfTxInf): what clearing it needs.
+
+    Parties' names, addresses and the debtor's account stay in the archived message;
+    the creditor account is read because it may be an alias the switch resolves.
+    """
 
     instr_id: str | None
     end_to_end_id: str
@@ -117,11 +121,8 @@ class CreditTransferTx:
     charge_bearer: str
     instructing_agent: Agent | None
     instructed_agent: Agent | None
-    debtor_name: str | None
-    debtor_account: Account | None
     debtor_agent: Agent
     creditor_agent: Agent
-    creditor_name: str | None
     creditor_account: Account | None
 
 
@@ -357,11 +358,8 @@ def _credit_transfer_tx(n: _Names, tx: etree._Element) -> CreditTransferTx:
         charge_bearer=_need_text(k, n["ChrgBr"]),
         instructing_agent=_agent(n, k.get(n["InstgAgt"])),
         instructed_agent=_agent(n, k.get(n["InstdAgt"])),
-        debtor_name=_text(_kids(k.get(n["Dbtr"])), n["Nm"]),
-        debtor_account=_account(n, k.get(n["DbtrAcct"])),
         debtor_agent=_need_agent(n, k, "DbtrAgt"),
         creditor_agent=_need_agent(n, k, "CdtrAgt"),
-        creditor_name=_text(_kids(k.get(n["Cdtr"])), n["Nm"]),
         creditor_account=_account(n, k.get(n["CdtrAcct"])),
     )
 

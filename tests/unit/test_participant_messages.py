@@ -82,7 +82,7 @@ def _built_transfer(
 
 
 def test_credit_transfer_is_valid_and_reads_back() -> None:
-    _, raw = _built_transfer(remittance="Invoice PO-77815-3", instr_id="INS-1")
+    doc, raw = _built_transfer(remittance="Invoice PO-77815-3", instr_id="INS-1")
     ct = _valid_everywhere(raw)
     assert isinstance(ct, views.CreditTransfer)
     assert ct.msg_id == "BNKA000000000001a1b2c3d4"
@@ -104,9 +104,11 @@ def test_credit_transfer_is_valid_and_reads_back() -> None:
     assert tx.charge_bearer == "SLEV"
     assert (tx.debtor_agent, tx.creditor_agent) == (BANK_A, BANK_B)
     assert (tx.instructing_agent, tx.instructed_agent) == (BANK_A, BANK_B)
-    assert tx.debtor_name == "Alice Smith"
-    assert tx.debtor_account == views.Account(other_id="000123456789")
-    assert tx.creditor_name == "Bob Jones Plumbing LLC"
+    q = "{" + MessageType.PACS_008.namespace + "}"
+    xtx = f"{q}FIToFICstmrCdtTrf/{q}CdtTrfTxInf/{q}"
+    assert doc.findtext(f"{xtx}Dbtr/{q}Nm") == "Alice Smith"
+    assert doc.findtext(f"{xtx}DbtrAcct/{q}Id/{q}Othr/{q}Id") == "000123456789"
+    assert doc.findtext(f"{xtx}Cdtr/{q}Nm") == "Bob Jones Plumbing LLC"
     assert tx.creditor_account == views.Account(other_id="987654321000")
 
 
