@@ -265,6 +265,9 @@ class Demo:
                 else:
                     kwargs["end_to_end_id"] = prior.end_to_end_id
                     kwargs["tx_id"] = prior.tx_id
+            elif any(sent.values()):
+                # No earlier payment of this debtor: reuse another bank's UETR.
+                kwargs["uetr"] = rng.choice([p for ps in sent.values() for p in ps]).uetr
         agent = Agent(bicfi=UNKNOWN_AGENT) if s == "unknown_agent" else self._agent(creditor)
         pay = await bank.pay(
             creditor_agent=agent, amount=amount, creditor_account=account, **kwargs
@@ -299,7 +302,20 @@ class Demo:
             debtor = self.rng.choice([p for p in pool if p != creditor] or pool)
             intents.append(Intent(scenario=s, debtor=debtor, creditor=creditor, account=account))
         self.rng.shuffle(intents)
-        return intents
+        # A duplicate repeats an earlier accepted payment of its debtor: it goes after one.
+        seen: set[str] = set()
+        ordered: list[Intent] = []
+        waiting: list[Intent] = []
+        for x in intents:
+            if x.scenario == "duplicate" and x.debtor not in seen:
+                waiting.append(x)
+                continue
+            ordered.append(x)
+            if x.scenario == "accepted":
+                seen.add(x.debtor)
+                ordered += [w for w in waiting if w.debtor == x.debtor]
+                waiting = [w for w in waiting if w.debtor != x.debtor]
+        return ordered + waiting
 
     async def run(self, n: int) -> DemoReport:
         """Clear `n` payments and report."""
