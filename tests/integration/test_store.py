@@ -24,6 +24,8 @@ from switch.store import (
     PaymentUpdate,
     State,
     Store,
+    postgres,
+    sqlite,
 )
 from switch.store.postgres import PostgresStore
 from switch.store.sqlite import SqliteStore, sqlite_path
@@ -150,7 +152,10 @@ async def snapshot(store: Store) -> tuple[State, list[JournalEntry]]:
 
 
 async def test_migrate_applies_once(blank_store: Store) -> None:
-    assert await blank_store.migrate() == ["0001_init"]
+    dialect = postgres if isinstance(blank_store, postgres.PostgresStore) else sqlite
+    shipped = [version for version, _ in dialect.migrations()]
+    assert shipped[0] == "0001_init"
+    assert await blank_store.migrate() == shipped
     assert await blank_store.migrate() == []
     state = await blank_store.load_state()
     assert state.participants == {}
@@ -464,9 +469,55 @@ async def test_counters(store: Store) -> None:
     )
     assert store.transactions == txs + 2
     per_batch = store.round_trips - trips - trips_load
-    # PostgreSQL: BEGIN, COPY messages, lock positions, one statement for the rest, COMMIT.
+    # PostgreSQL: a small batch is one statement (messages, position locks in participant
+    # order, positions, payments, journal, msg ids), atomic on its own.
     # SQLite: BEGIN, one executemany per kind of row (messages, payments, positions,
     # journal, msg ids), COMMIT.
-    assert per_batch == (5 if isinstance(store, PostgresStore) else 7)
+    assert per_batch == (1 if isinstance(store, PostgresStore) else 7)
     await store.commit_batch(Batch())  # nothing to write: no transaction
     assert store.transactions == txs + 2
+
+
+@pytest.mark.parametrize("n", [3, 150])
+async def test_small_and_large_batches_commit_alike(store: Store, n: int) -> None:
+    """PostgreSQL writes small batches as one statement and large ones with COPY."""
+    await store.upsert_participants(PARTICIPANTS)
+    await fund(store, {A: 1_000_000})
+    book = book_of(await store.load_state())
+    entries = [e for i in range(n) for e in book.reserve(A, 10, f"p{i}")]
+    batch = Batch(
+        messages=[message(f"m{i}") for i in range(n)],
+        new_payments=[payment(f"p{i}", amount=10) for i in range(n)],
+        journal=entries,
+        deltas=net_deltas(entries),
+        msg_ids=[(A, f"msg-{i}") for i in range(n)],
+    )
+    await store.commit_batch(batch)
+    state = await store.load_state()
+    assert len(state.payments) == n
+    assert len(state.inbound_hashes) == n
+    assert state.positions[A].reserved == 10 * n
+    assert (await store.conservation()).ok
+    sent = Batch(sent=["m0"], sent_at=T0)  # inbound ids are never marked sent
+    await store.commit_batch(sent)
+    with pytest.raises(InternalError):
+        bad = book.release(A, 10, "p0")  # the book has it; the store will not find p-none
+        await store.commit_batch(
+            Batch(
+                messages=[message("late")],
+                journal=bad,
+                deltas=net_deltas(bad),
+                updates=[
+                    PaymentUpdate(
+                        id="p-none",
+                        state=PaymentState.REJECTED,
+                        reason="AB05",
+                        updated_at=T0,
+                        deadline=None,
+                    )
+                ],
+            )
+        )
+    after = await store.load_state()
+    assert after.positions[A] == state.positions[A]
+    assert len(after.inbound_hashes) == n  # the refused batch wrote nothing
