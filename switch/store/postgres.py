@@ -30,12 +30,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from importlib.resources import files
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import asyncpg
 
-from switch.core import InternalError, Money, Participant, ParticipantStatus, PaymentState
+from switch.core import InternalError, Participant
 from switch.ledger import (
     ConservationReport,
     EntryKind,
@@ -44,10 +43,10 @@ from switch.ledger import (
     lock_order,
     net_funding,
 )
+from switch.store import _rows
 from switch.store.base import (
     ArchivedMessage,
     Batch,
-    Direction,
     PaymentRecord,
     State,
     Store,
@@ -58,15 +57,8 @@ __all__ = ["PostgresStore"]
 _MIGRATION_LOCK: Final = 0x7274_7073_7769_7463
 """Advisory lock key held while migrating (concurrent migrators wait for each other)."""
 
-_MSG_COLS: Final = (
-    "id, direction, participant, msg_type, biz_msg_id, sha256, raw, at, payment_id, "
-    "in_reply_to, sent_at"
-)
-_PAY_COLS: Final = (
-    "id, uetr, msg_id, instr_id, end_to_end_id, tx_id, debtor_agent, creditor_agent, amount, "
-    "state, reason, created_at, updated_at, deadline, inbound_id, debtor_named_by, "
-    "creditor_named_by"
-)
+_MSG_COLS: Final = _rows.MSG_COLS
+_PAY_COLS: Final = _rows.PAY_COLS
 
 _LOCK: Final = (
     "SELECT participant FROM positions WHERE participant = ANY($1::text[]) "
@@ -196,9 +188,7 @@ _LOAD: Final = (
 
 def migrations() -> list[tuple[str, str]]:
     """The PostgreSQL migrations shipped with the package: (version, SQL), in order."""
-    folder = files("switch.store") / "migrations" / "postgres"
-    found = sorted((f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
-    return [(f.name.removesuffix(".sql"), f.read_text("utf-8")) for f in found]
+    return _rows.migrations("postgres")
 
 
 async def _keep_session(conn: Any) -> None:
@@ -212,51 +202,17 @@ def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[Any]:
     return list(zip(*rows, strict=True))
 
 
+def _same(value: Any) -> datetime:
+    """asyncpg already returns timestamptz as aware datetimes."""
+    return cast(datetime, value)
+
+
 def _message(r: Any) -> ArchivedMessage:
-    return ArchivedMessage(
-        id=r[0],
-        direction=Direction(r[1]),
-        participant=r[2],
-        msg_type=r[3],
-        biz_msg_id=r[4],
-        sha256=r[5],
-        raw=r[6],
-        at=r[7],
-        payment_id=r[8],
-        in_reply_to=r[9],
-        sent_at=r[10],
-    )
+    return _rows.message(r, _same)
 
 
 def _payment(r: Any) -> PaymentRecord:
-    return PaymentRecord(
-        id=r[0],
-        uetr=r[1],
-        msg_id=r[2],
-        instr_id=r[3],
-        end_to_end_id=r[4],
-        tx_id=r[5],
-        debtor_agent=r[6],
-        creditor_agent=r[7],
-        amount=r[8],
-        state=PaymentState(r[9]),
-        reason=r[10],
-        created_at=r[11],
-        updated_at=r[12],
-        deadline=r[13],
-        inbound_id=r[14],
-        debtor_named_by=r[15],
-        creditor_named_by=r[16],
-    )
-
-
-def _participant(r: Any) -> Participant:
-    limit = None
-    if r[4] is not None:
-        limit = Money(minor=r[4], currency=r[5], exponent=r[6])
-    return Participant(
-        id=r[0], member_id=r[1], name=r[2], status=ParticipantStatus(r[3]), limit=limit
-    )
+    return _rows.payment(r, _same)
 
 
 def _write_args(batch: Batch) -> tuple[list[Any], int, int]:
@@ -405,7 +361,7 @@ class PostgresStore(Store):
         self.round_trips += len(_LOAD) + 2
         parts, positions, totals, payments, msg_ids, hashes, unsent = results
         return State(
-            participants={r[0]: _participant(r) for r in parts},
+            participants={r[0]: _rows.participant(r) for r in parts},
             positions={r[0]: Position(available=r[1], reserved=r[2]) for r in positions},
             funded=totals[0][0],
             defunded=totals[0][1],

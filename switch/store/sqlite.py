@@ -28,10 +28,9 @@ import asyncio
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
-from importlib.resources import files
 from typing import Any, Final, TypeVar
 
-from switch.core import InternalError, Money, Participant, ParticipantStatus, PaymentState
+from switch.core import InternalError, Participant
 from switch.ledger import (
     ConservationReport,
     EntryKind,
@@ -40,10 +39,10 @@ from switch.ledger import (
     lock_order,
     net_funding,
 )
+from switch.store import _rows
 from switch.store.base import (
     ArchivedMessage,
     Batch,
-    Direction,
     PaymentRecord,
     State,
     Store,
@@ -58,15 +57,8 @@ _PREFIX: Final = "sqlite:///"
 _CHUNK: Final = 500
 """Ids per `IN (...)` query (well under SQLite's bound-parameter limit)."""
 
-_MSG_COLS: Final = (
-    "id, direction, participant, msg_type, biz_msg_id, sha256, raw, at, payment_id, "
-    "in_reply_to, sent_at"
-)
-_PAY_COLS: Final = (
-    "id, uetr, msg_id, instr_id, end_to_end_id, tx_id, debtor_agent, creditor_agent, amount, "
-    "state, reason, created_at, updated_at, deadline, inbound_id, debtor_named_by, "
-    "creditor_named_by"
-)
+_MSG_COLS: Final = _rows.MSG_COLS
+_PAY_COLS: Final = _rows.PAY_COLS
 
 _INSERT_MESSAGE: Final = f"INSERT INTO messages ({_MSG_COLS}) VALUES ({', '.join('?' * 11)})"
 _INSERT_PAYMENT: Final = f"INSERT INTO payments ({_PAY_COLS}) VALUES ({', '.join('?' * 17)})"
@@ -139,9 +131,7 @@ def sqlite_path(url: str) -> str:
 
 def migrations() -> list[tuple[str, str]]:
     """The SQLite migrations shipped with the package: (version, SQL), in order."""
-    folder = files("switch.store") / "migrations" / "sqlite"
-    found = sorted((f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
-    return [(f.name.removesuffix(".sql"), f.read_text("utf-8")) for f in found]
+    return _rows.migrations("sqlite")
 
 
 def _statements(script: str) -> Iterator[str]:
@@ -169,55 +159,12 @@ def _ts_or_none(dt: datetime | None) -> str | None:
 _dt = datetime.fromisoformat
 
 
-def _dt_or_none(text: str | None) -> datetime | None:
-    return None if text is None else datetime.fromisoformat(text)
-
-
 def _message(r: Any) -> ArchivedMessage:
-    return ArchivedMessage(
-        id=r[0],
-        direction=Direction(r[1]),
-        participant=r[2],
-        msg_type=r[3],
-        biz_msg_id=r[4],
-        sha256=r[5],
-        raw=r[6],
-        at=_dt(r[7]),
-        payment_id=r[8],
-        in_reply_to=r[9],
-        sent_at=_dt_or_none(r[10]),
-    )
+    return _rows.message(r, _dt)
 
 
 def _payment(r: Any) -> PaymentRecord:
-    return PaymentRecord(
-        id=r[0],
-        uetr=r[1],
-        msg_id=r[2],
-        instr_id=r[3],
-        end_to_end_id=r[4],
-        tx_id=r[5],
-        debtor_agent=r[6],
-        creditor_agent=r[7],
-        amount=r[8],
-        state=PaymentState(r[9]),
-        reason=r[10],
-        created_at=_dt(r[11]),
-        updated_at=_dt(r[12]),
-        deadline=_dt_or_none(r[13]),
-        inbound_id=r[14],
-        debtor_named_by=r[15],
-        creditor_named_by=r[16],
-    )
-
-
-def _participant(r: Any) -> Participant:
-    limit = None
-    if r[4] is not None:
-        limit = Money(minor=r[4], currency=r[5], exponent=r[6])
-    return Participant(
-        id=r[0], member_id=r[1], name=r[2], status=ParticipantStatus(r[3]), limit=limit
-    )
+    return _rows.payment(r, _dt)
 
 
 class SqliteStore(Store):
@@ -352,7 +299,7 @@ class SqliteStore(Store):
         for participant, sha256, msg_id in hashes:
             inbound.setdefault((participant, sha256), msg_id)
         return State(
-            participants={r[0]: _participant(r) for r in parts},
+            participants={r[0]: _rows.participant(r) for r in parts},
             positions={r[0]: Position(available=r[1], reserved=r[2]) for r in positions},
             funded=totals[0][0],
             defunded=totals[0][1],
