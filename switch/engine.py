@@ -32,9 +32,10 @@ import hashlib
 import heapq
 import itertools
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
@@ -392,7 +393,9 @@ class Engine:
             self._reject_message(d.sender, inbound, "unusable", str(exc), now, work)
             return
         hdr = views.header(msg.header) if msg.header is not None else None
-        inbound = _with(inbound, msg.mtype.value, hdr.biz_msg_idr if hdr else None)
+        inbound = replace(
+            inbound, msg_type=msg.mtype.value, biz_msg_id=hdr.biz_msg_idr if hdr else None
+        )
         work.batch.messages.append(inbound)
         if d.sender not in self.ctx.directory:
             log.warning("message from unknown participant %s archived and ignored", d.sender)
@@ -752,7 +755,7 @@ class Engine:
             return
         # The status report belongs to the payment: link its archive row to it.
         assert work.batch.messages[-1] is inbound
-        work.batch.messages[-1] = _with_payment(inbound, p.id)
+        work.batch.messages[-1] = replace(inbound, payment_id=p.id)
         if st.status in ACCEPT_STATUSES:
             assert p.creditor_agent is not None
             work.batch.journal += self.book.settle(p.debtor_agent, p.creditor_agent, p.amount, p.id)
@@ -811,33 +814,6 @@ class Engine:
                 self._status_to(p.creditor_agent, p, "RJCT", "AB05", now, work, text=text)
 
 
-def _with(m: ArchivedMessage, msg_type: str, biz_msg_id: str | None) -> ArchivedMessage:
-    return ArchivedMessage(
-        id=m.id,
-        direction=m.direction,
-        participant=m.participant,
-        msg_type=msg_type,
-        biz_msg_id=biz_msg_id,
-        sha256=m.sha256,
-        raw=m.raw,
-        at=m.at,
-    )
-
-
-def _with_payment(m: ArchivedMessage, payment_id: str) -> ArchivedMessage:
-    return ArchivedMessage(
-        id=m.id,
-        direction=m.direction,
-        participant=m.participant,
-        msg_type=m.msg_type,
-        biz_msg_id=m.biz_msg_id,
-        sha256=m.sha256,
-        raw=m.raw,
-        at=m.at,
-        payment_id=payment_id,
-    )
-
-
 def _ref(agent: Agent | None) -> AgentRef | None:
     if agent is None:
         return None
@@ -855,11 +831,9 @@ def _find_text(doc: etree._Element, parent: str, name: str) -> str | None:
     return text[:35] or None
 
 
-def _uetr_or_none(text: str | None) -> str | None:
-    import re
+_UUID4: Final = re.compile(r"[a-f0-9]{8}-[a-f0-9]{4}-4[a-f0-9]{3}-[89ab][a-f0-9]{3}-[a-f0-9]{12}")
 
-    if text and re.fullmatch(
-        r"[a-f0-9]{8}-[a-f0-9]{4}-4[a-f0-9]{3}-[89ab][a-f0-9]{3}-[a-f0-9]{12}", text
-    ):
-        return text
-    return None
+
+def _uetr_or_none(text: str | None) -> str | None:
+    """`text` if it is a UETR the pacs.002 schema accepts, else None."""
+    return text if text and _UUID4.fullmatch(text) else None
