@@ -234,14 +234,17 @@ _Kids = dict[object, etree._Element]
 _NONE: Final[_Kids] = {}
 
 
-def _kids(el: etree._Element | None) -> _Kids:
+def _kids(el: etree._Element | None, tags: tuple[str, ...] = ()) -> _Kids:
     """The children of `el` by tag: one pass, then lookups are dictionary hits.
 
-    For elements that occur once (all those read this way) the last occurrence is the only
-    one; repeating elements are read with `iterchildren`.
+    With `tags`, only those children are picked (libxml2 filters them, so the others cost
+    no Python object). For elements that occur once (all those read this way) the last
+    occurrence is the only one; repeating elements are read with `iterchildren`.
     """
     if el is None:
         return _NONE
+    if tags:
+        return {c.tag: c for c in el.iterchildren(*tags)}
     return {c.tag: c for c in el}
 
 
@@ -343,8 +346,36 @@ def header(el: etree._Element) -> Header:
     )
 
 
+_TX_READ: Final = tuple(
+    _NAMES[MessageType.PACS_008][t]
+    for t in (
+        "PmtId",
+        "IntrBkSttlmAmt",
+        "IntrBkSttlmDt",
+        "ChrgBr",
+        "InstgAgt",
+        "InstdAgt",
+        "DbtrAgt",
+        "CdtrAgt",
+        "CdtrAcct",
+    )
+)
+_GRP_READ: Final = tuple(
+    _NAMES[MessageType.PACS_008][t]
+    for t in (
+        "MsgId",
+        "CreDtTm",
+        "NbOfTxs",
+        "SttlmInf",
+        "TtlIntrBkSttlmAmt",
+        "InstgAgt",
+        "InstdAgt",
+    )
+)
+
+
 def _credit_transfer_tx(n: _Names, tx: etree._Element) -> CreditTransferTx:
-    k = _kids(tx)
+    k = _kids(tx, _TX_READ)
     pmt = _kids(_need(k, n["PmtId"]))
     amount = _amount(_need(k, n["IntrBkSttlmAmt"]))
     assert amount is not None
@@ -371,7 +402,7 @@ def credit_transfer(doc: etree._Element) -> CreditTransfer:
     grp_el = body[0]
     if grp_el.tag != n["GrpHdr"]:
         raise ViewError("missing mandatory element GrpHdr")
-    grp = _kids(grp_el)
+    grp = _kids(grp_el, _GRP_READ)
     txs = tuple(_credit_transfer_tx(n, tx) for tx in body.iterchildren(n["CdtTrfTxInf"]))
     return CreditTransfer(
         msg_id=_need_text(grp, n["MsgId"]),
