@@ -176,7 +176,6 @@ class Engine:
         self.hashes: dict[tuple[str, str], str] = {}
         self.deadlines: list[tuple[datetime, str]] = []
         self.stats = EngineStats()
-        self.on_final: Callable[[PaymentRecord], None] | None = None
         self._ids = IdGenerator("SW")
         self._pids = IdGenerator("P")
         self._started = False
@@ -188,10 +187,10 @@ class Engine:
         """Rebuild the in-memory state from the store and send what was left unsent."""
         self.registry.load_all()
         state = await self.store.load_state()
-        self._set_participants(state.participants.values())
         self.book = Book.from_positions(
             state.positions, funded=state.funded, defunded=state.defunded
         )
+        self._set_participants(state.participants.values())
         for p in state.payments:
             self._index(p)
             if p.state is PaymentState.FORWARDED and p.deadline is not None:
@@ -705,7 +704,7 @@ class Engine:
     def _finish(
         self, p: PaymentRecord, event: PaymentEvent, reason: str | None, now: datetime
     ) -> None:
-        """Move `p` to a final state (transition table), count it, tell any observer."""
+        """Move `p` to a final state (through the transition table) and count it."""
         p.state = next_state(p.state, event)
         p.reason = reason
         p.updated_at = now
@@ -716,8 +715,6 @@ class Engine:
             self.stats.timed_out += 1
         else:
             self.stats.rejected += 1
-        if self.on_final is not None:
-            self.on_final(p)
 
     def _update(self, p: PaymentRecord, work: _Work) -> None:
         work.batch.updates.append(
