@@ -35,6 +35,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Final
@@ -86,6 +87,8 @@ log = logging.getLogger("rtpswitch.engine")
 USABA: Final = "USABA"
 BICFI: Final = "BICFI"
 _YIELD_EVERY: Final = 16
+_PREPARE_OFF_LOOP: Final = 128
+"""Batches at least this large are hashed, parsed and validated in the worker thread."""
 ACCEPT_STATUSES: Final = frozenset({"ACSP", "ACCP", "ACSC", "ACCC", "ACWC"})
 
 
@@ -121,6 +124,34 @@ class _Work:
     sends: list[_Send] = field(default_factory=list)
     by_inbound: dict[str, list[ArchivedMessage]] = field(default_factory=dict)
     payments: int = 0
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """One delivery read off the event loop: its digest, and the message or why it is unusable."""
+
+    digest: str
+    message: Message | None = None
+    unusable: UnusableMessage | None = None
+    issues: list[SchemaIssue] = field(default_factory=list)
+
+
+def _prepare(
+    deliveries: Sequence[Delivery], limits: ParseLimits, registry: SchemaRegistry
+) -> list[_Prepared]:
+    """Hash, parse and validate a batch: mostly C that releases the GIL (worker thread)."""
+    out: list[_Prepared] = []
+    for d in deliveries:
+        prepared = _Prepared(hashlib.sha256(d.data).hexdigest())
+        try:
+            prepared.message = msg = parse(d.data, limits)
+        except UnusableMessage as exc:
+            prepared.unusable = exc
+        else:
+            if msg.header is not None and msg.document is not None:
+                prepared.issues = validate(msg, registry)
+        out.append(prepared)
+    return out
 
 
 @dataclass(slots=True, kw_only=True)
@@ -180,6 +211,7 @@ class Engine:
         self._pids = IdGenerator("P")
         self._started = False
         self._unmarked: list[str] = []
+        self._worker: ThreadPoolExecutor | None = None
 
     # --- start-up -----------------------------------------------------------------------
 
@@ -258,14 +290,15 @@ class Engine:
                     deliveries = []
                 now = self.clock()
                 if deliveries or (self.deadlines and self.deadlines[0][0] <= now):
-                    digests = [hashlib.sha256(d.data).hexdigest() for d in deliveries]
+                    prepared = await self._prepare(deliveries)
+                    digests = [p.digest for p in prepared]
                     if pending is not None and self._any_known(deliveries, digests):
                         # A resend of something perhaps not yet committed: settle it first.
                         await self._complete(pending)
                         pending = None
                     resends = await self._lookup_resends(deliveries, digests)
                     work = work or _Work()
-                    await self._decide(work, deliveries, digests, resends, now)
+                    await self._decide(work, deliveries, prepared, resends, now)
                     taken.extend(deliveries)
                 if pending is not None and (pending.task.done() or len(taken) >= size):
                     await self._complete(pending)
@@ -285,6 +318,9 @@ class Engine:
             if self._unmarked:
                 await self.store.mark_sent(self._unmarked, self.clock())
                 self._unmarked = []
+            if self._worker is not None:
+                self._worker.shutdown(wait=False)
+                self._worker = None
 
     def _idle_wait(self) -> float:
         wait = 0.05
@@ -293,11 +329,22 @@ class Engine:
             wait = max(0.0, min(wait, due))
         return wait
 
+    async def _prepare(self, deliveries: Sequence[Delivery]) -> list[_Prepared]:
+        """Hash, parse and validate `deliveries` in the worker thread (large batches only)."""
+        if len(deliveries) < _PREPARE_OFF_LOOP:
+            return _prepare(deliveries, self.limits, self.registry)
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtpswitch-read")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._worker, _prepare, deliveries, self.limits, self.registry
+        )
+
     async def _decide(
         self,
         work: _Work,
         deliveries: Sequence[Delivery],
-        digests: Sequence[str],
+        prepared: Sequence[_Prepared],
         resends: dict[tuple[str, str], list[ArchivedMessage]],
         now: datetime,
     ) -> None:
@@ -306,8 +353,8 @@ class Engine:
         Deciding yields to the event loop every few messages so that the previous batch's
         commit, a conversation of several round trips, advances meanwhile.
         """
-        for i, (d, digest) in enumerate(zip(deliveries, digests, strict=True)):
-            self._handle(d, digest, now, work, resends)
+        for i, (d, ready) in enumerate(zip(deliveries, prepared, strict=True)):
+            self._handle(d, ready, now, work, resends)
             if i % _YIELD_EVERY == _YIELD_EVERY - 1:
                 await asyncio.sleep(0)
         self._expire(now, work)
@@ -363,11 +410,12 @@ class Engine:
     def _handle(
         self,
         d: Delivery,
-        sha: str,
+        ready: _Prepared,
         now: datetime,
         work: _Work,
         resends: dict[tuple[str, str], list[ArchivedMessage]],
     ) -> None:
+        sha = ready.digest
         inbound = ArchivedMessage(
             id=self._ids(),
             direction=Direction.IN,
@@ -385,11 +433,11 @@ class Engine:
             self._resend(d.sender, prev, inbound, resends.get(key), now, work)
             return
         self.hashes[key] = inbound.id
-        try:
-            msg = parse(d.data, self.limits)
-        except UnusableMessage as exc:
+        msg = ready.message
+        if msg is None:
             work.batch.messages.append(inbound)
-            self._reject_message(d.sender, inbound, "unusable", str(exc), now, work)
+            text = str(ready.unusable or "unusable message")
+            self._reject_message(d.sender, inbound, "unusable", text, now, work)
             return
         hdr = views.header(msg.header) if msg.header is not None else None
         inbound = replace(
@@ -403,7 +451,7 @@ class Engine:
             text = "a business message is one AppHdr and one Document in a BizMsg envelope"
             self._reject_message(d.sender, inbound, "envelope", text, now, work)
             return
-        issues = validate(msg, self.registry)
+        issues = ready.issues
         mtype = msg.mtype
         if mtype is MessageType.PACS_008:
             self._credit_transfer(d.sender, msg, hdr, issues, inbound, now, work)
