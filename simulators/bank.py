@@ -48,6 +48,7 @@ from participants.messages import (
     status_report,
     status_request,
 )
+from switch.core import normalize_bicfi
 from switch.iso20022 import views
 from switch.iso20022.parse import SchemaIssue, UnusableMessage, parse, validate
 from switch.iso20022.registry import MessageType, SchemaRegistry
@@ -486,7 +487,7 @@ class SimulatedBank:
         self.response_timeout = response_timeout
         self._channel = channel
         self._registry = registry
-        self._bicfi11 = bicfi + "XXX" if len(bicfi) == 8 else bicfi
+        self._bicfi11 = normalize_bicfi(bicfi)
         behaviours = behaviours or {}
         self._behaviours: dict[str, Behaviour] = {
             account: b if isinstance(b, Behaviour) else Behaviour.parse(b)
@@ -684,7 +685,7 @@ class SimulatedBank:
         self.invalid.append(InvalidMessage(raw=data, issues=tuple(str(i) for i in issues)))
 
     def _names_me(self, bicfi: str | None, member_id: str | None) -> bool:
-        if bicfi is not None and (bicfi + "XXX" if len(bicfi) == 8 else bicfi) != self._bicfi11:
+        if bicfi is not None and normalize_bicfi(bicfi) != self._bicfi11:
             return False
         return member_id is None or member_id == self.member_id
 
