@@ -439,7 +439,10 @@ class Engine:
             text = str(ready.unusable or "unusable message")
             self._reject_message(d.sender, inbound, "unusable", text, now, work)
             return
-        hdr = views.header(msg.header) if msg.header is not None else None
+        issues = ready.issues
+        # Views assume a valid element: an AppHdr with schema issues is not read.
+        header_ok = msg.header is not None and not any(i.part == "AppHdr" for i in issues)
+        hdr = views.header(msg.header) if header_ok and msg.header is not None else None
         inbound = replace(
             inbound, msg_type=msg.mtype.value, biz_msg_id=hdr.biz_msg_idr if hdr else None
         )
@@ -447,32 +450,54 @@ class Engine:
         if d.sender not in self.ctx.directory:
             log.warning("message from unknown participant %s archived and ignored", d.sender)
             return
-        if hdr is None or msg.document is None:
+        if msg.header is None or msg.document is None:
             text = "a business message is one AppHdr and one Document in a BizMsg envelope"
             self._reject_message(d.sender, inbound, "envelope", text, now, work)
             return
-        issues = ready.issues
+        try:
+            self._dispatch(d.sender, msg, hdr, issues, inbound, now, work)
+        except views.ViewError as exc:
+            # Schema-valid yet not clearable (say, an agent named by neither BICFI nor
+            # member id). Views are read before any state changes, so nothing moved.
+            problem = SchemaIssue(part="Document", line=0, path="Document", message=str(exc))
+            if msg.mtype is MessageType.PACS_008:
+                self._reject_invalid_transfer(d.sender, msg.document, [problem], inbound, now, work)
+            else:
+                self._reject_message(d.sender, inbound, "FF01", str(exc), now, work)
+
+    def _dispatch(
+        self,
+        sender: str,
+        msg: Message,
+        hdr: views.Header | None,
+        issues: list[SchemaIssue],
+        inbound: ArchivedMessage,
+        now: datetime,
+        work: _Work,
+    ) -> None:
+        """Hand a usable message to the step of the flow its type names."""
+        assert msg.document is not None
         mtype = msg.mtype
         if mtype is MessageType.PACS_008:
-            self._credit_transfer(d.sender, msg, hdr, issues, inbound, now, work)
-        elif issues:
+            self._credit_transfer(sender, msg, hdr, issues, inbound, now, work)
+        elif issues or hdr is None:
             first = issues[0]
             self._reject_message(
-                d.sender, inbound, "FF01", first.message, now, work, location=first.path
+                sender, inbound, "FF01", first.message, now, work, location=first.path
             )
-        elif hdr.from_bicfi is None or self._bicfi(hdr.from_bicfi) != d.sender:
-            text = f"AppHdr Fr {hdr.sender or '(none)'} is not the sender {d.sender}"
-            self._reject_message(d.sender, inbound, "RC01", text, now, work, location="AppHdr/Fr")
+        elif hdr.from_bicfi is None or self._bicfi(hdr.from_bicfi) != sender:
+            text = f"AppHdr Fr {hdr.sender or '(none)'} is not the sender {sender}"
+            self._reject_message(sender, inbound, "RC01", text, now, work, location="AppHdr/Fr")
         elif mtype is MessageType.PACS_002:
-            self._status_report(d.sender, msg, inbound, now, work)
+            self._status_report(sender, msg, inbound, now, work)
         elif mtype is MessageType.PACS_028:
-            self._status_request(d.sender, msg, inbound, now, work)
+            self._status_request(sender, msg, inbound, now, work)
         elif mtype is MessageType.ADMI_002:
             rej = views.message_reject(msg.document)
-            log.warning("%s rejected message %s: %s", d.sender, rej.reference, rej.reason)
+            log.warning("%s rejected message %s: %s", sender, rej.reference, rej.reason)
         else:
             text = f"{mtype.value} from a participant is not supported by the switch"
-            self._reject_message(d.sender, inbound, "unsupported", text, now, work)
+            self._reject_message(sender, inbound, "unsupported", text, now, work)
 
     def _bicfi(self, bicfi: str) -> str | None:
         p = self.ctx.directory.by_bicfi(bicfi)
@@ -491,18 +516,7 @@ class Engine:
         answers = list(committed or ())
         answers += [m for m in work.by_inbound.get(prev, ()) if m.participant == sender]
         for old in answers:
-            copy = ArchivedMessage(
-                id=self._ids(),
-                direction=Direction.OUT,
-                participant=sender,
-                msg_type=old.msg_type,
-                biz_msg_id=old.biz_msg_id,
-                sha256=old.sha256,
-                raw=old.raw,
-                at=now,
-                payment_id=old.payment_id,
-                in_reply_to=inbound.id,
-            )
+            copy = replace(old, id=self._ids(), at=now, in_reply_to=inbound.id, sent_at=None)
             work.batch.messages.append(copy)
             work.sends.append(_Send(sender, copy))
 
@@ -616,14 +630,14 @@ class Engine:
         self,
         sender: str,
         msg: Message,
-        hdr: views.Header,
+        hdr: views.Header | None,
         issues: list[SchemaIssue],
         inbound: ArchivedMessage,
         now: datetime,
         work: _Work,
     ) -> None:
         assert msg.document is not None
-        if issues:
+        if issues or hdr is None:
             self._reject_invalid_transfer(sender, msg.document, issues, inbound, now, work)
             return
         ct = views.credit_transfer(msg.document)

@@ -276,3 +276,27 @@ async def test_many_payments_in_one_batch_net_once(switch: Switch) -> None:
     assert (await switch.store.conservation()).ok
     assert switch.engine.stats.settled == 2 * n
     assert switch.engine.stats.batches - batches <= 4  # the answers committed in few batches
+
+
+async def test_agent_named_by_neither_bicfi_nor_member_id_is_rejected(switch: Switch) -> None:
+    # Schema-valid (every FinInstnId child is optional) but not clearable: no crash, a reject.
+    raw = pacs008(A, B).replace(
+        b"<CdtrAgt><FinInstnId><BICFI>BNKBUS33XXX</BICFI></FinInstnId></CdtrAgt>",
+        b"<CdtrAgt><FinInstnId><Nm>Some Bank</Nm></FinInstnId></CdtrAgt>",
+    )
+    assert b"<Nm>Some Bank</Nm>" in raw
+    await switch.send(A, raw)
+    assert status_of(await switch.receive(A)) == ("RJCT", ("FF01",))
+    assert switch.available(A) == OPEN
+    await switch.send(A, pacs008(A, B))  # the switch is still clearing
+    assert isinstance((await switch.receive(B)).view, views.CreditTransfer)
+
+
+async def test_header_missing_a_mandatory_element_is_rejected(switch: Switch) -> None:
+    raw = pacs008(A, B)
+    start = raw.index(b"<BizMsgIdr>")
+    end = raw.index(b"</BizMsgIdr>") + len(b"</BizMsgIdr>")
+    await switch.send(A, raw[:start] + raw[end:])
+    assert status_of(await switch.receive(A)) == ("RJCT", ("FF01",))
+    await switch.nothing_for(B)
+    assert switch.available(A) == OPEN
