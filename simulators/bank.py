@@ -14,9 +14,10 @@ credit transfer flow (RULEBOOK §3):
 Everything else the switch sends is kept for inspection: message rejects (admi.002) in
 `rejects`, system events (admi.004) in `events`. Inbound messages are de-duplicated by
 `BizMsgIdr`, as every receiver on the scheme does. With `fast` (the default, for load
-generation) messages are rendered from string templates and inbound ones parsed and
-read in one XPath pass; without it they are built with the lxml builders and inbound ones
-validated against the scheme schemas and read through the typed views. `counters` says
+generation) messages are rendered from string templates and inbound ones in the
+switch's canonical shape are read without a tree (`fast_read`), anything else parsed and
+read through the typed views; without it they are built with the lxml builders and
+inbound ones validated against the scheme schemas and read through the typed views. `counters` says
 what happened (see `SimulatedBank.counters`).
 """
 
@@ -236,97 +237,6 @@ _BIZ_MSG_IDR: Final = _HEAD + "BizMsgIdr"
 _RECEIVED: Final = {t: f"received:{t.family}" for t in MessageType}
 _ANSWERED: Final = {s: f"answered:{s}" for s in (ACSP, RJCT)}
 
-_Q8: Final = "{" + MessageType.PACS_008.namespace + "}"
-_CT_TX: Final = _Q8 + "CdtTrfTxInf"
-_CT_MSG_ID: Final = _Q8 + "MsgId"
-_CT_E2E: Final = _Q8 + "EndToEndId"
-_CT_TX_ID: Final = _Q8 + "TxId"
-_CT_UETR: Final = _Q8 + "UETR"
-_CT_IBAN: Final = _Q8 + "IBAN"
-_CT_OTHR_ID: Final = _Q8 + "Id"
-_CT_BICFI: Final = _Q8 + "BICFI"
-_CT_MMB_ID: Final = _Q8 + "MmbId"
-_CT_SELECT: Final = etree.XPath(
-    " | ".join(
-        (
-            "p:FIToFICstmrCdtTrf/p:GrpHdr/p:MsgId",
-            "p:FIToFICstmrCdtTrf/p:CdtTrfTxInf",
-            "p:FIToFICstmrCdtTrf/p:CdtTrfTxInf/p:PmtId/p:EndToEndId",
-            "p:FIToFICstmrCdtTrf/p:CdtTrfTxInf/p:PmtId/p:TxId",
-            "p:FIToFICstmrCdtTrf/p:CdtTrfTxInf/p:PmtId/p:UETR",
-            "p:FIToFICstmrCdtTrf/p:CdtTrfTxInf/p:CdtrAgt/p:FinInstnId/p:BICFI",
-            "p:FIToFICstmrCdtTrf/p:CdtTrfTxInf/p:CdtrAgt/p:FinInstnId/p:ClrSysMmbId/p:MmbId",
-            "p:FIToFICstmrCdtTrf/p:CdtTrfTxInf/p:CdtrAcct/p:Id/p:IBAN",
-            "p:FIToFICstmrCdtTrf/p:CdtTrfTxInf/p:CdtrAcct/p:Id/p:Othr/p:Id",
-        )
-    ),
-    namespaces={"p": MessageType.PACS_008.namespace},
-)
-"""Everything answering a pacs.008 needs, in one pass; each tag is unambiguous in it."""
-
-_Q2: Final = "{" + MessageType.PACS_002.namespace + "}"
-_ST_TX: Final = _Q2 + "TxInfAndSts"
-_ST_MSG_ID: Final = _Q2 + "OrgnlMsgId"
-_ST_UETR: Final = _Q2 + "OrgnlUETR"
-_ST_STATUS: Final = _Q2 + "TxSts"
-_ST_SELECT: Final = etree.XPath(
-    " | ".join(
-        (
-            "p:FIToFIPmtStsRpt/p:OrgnlGrpInfAndSts/p:OrgnlMsgId",
-            "p:FIToFIPmtStsRpt/p:TxInfAndSts",
-            "p:FIToFIPmtStsRpt/p:TxInfAndSts/p:OrgnlGrpInf/p:OrgnlMsgId",
-            "p:FIToFIPmtStsRpt/p:TxInfAndSts/p:OrgnlUETR",
-            "p:FIToFIPmtStsRpt/p:TxInfAndSts/p:TxSts",
-            "p:FIToFIPmtStsRpt/p:TxInfAndSts/p:StsRsnInf/p:Rsn/p:Cd",
-            "p:FIToFIPmtStsRpt/p:TxInfAndSts/p:StsRsnInf/p:Rsn/p:Prtry",
-        )
-    ),
-    namespaces={"p": MessageType.PACS_002.namespace},
-)
-"""Every transaction status of a pacs.002 and its first reason, in one pass."""
-
-
-def _selected(selector: etree.XPath, doc: etree._Element) -> list[etree._Element]:
-    found = selector(doc)
-    if not isinstance(found, list):
-        return []
-    return [el for el in found if isinstance(el, etree._Element)]
-
-
-def _stripped(el: etree._Element) -> str | None:
-    text = el.text
-    return text.strip() if text else None
-
-
-def _read_payments(doc: etree._Element) -> list[_Payment]:
-    """The forwarded transactions of a pacs.008 Document, read in one pass (fast mode)."""
-    msg_id: str | None = None
-    txs: list[dict[str, str | None]] = []
-    fields: dict[str, str | None] | None = None
-    for el in _selected(_CT_SELECT, doc):
-        tag = el.tag
-        if tag == _CT_TX:
-            fields = {}
-            txs.append(fields)
-        elif fields is None:
-            msg_id = _stripped(el)
-        else:
-            fields[tag] = _stripped(el)
-    if msg_id is None:
-        raise views.ViewError("missing mandatory element MsgId")
-    return [
-        _Payment(
-            msg_id=msg_id,
-            end_to_end_id=f.get(_CT_E2E),
-            tx_id=f.get(_CT_TX_ID),
-            uetr=f.get(_CT_UETR),
-            account=f.get(_CT_IBAN) or f.get(_CT_OTHR_ID),
-            creditor_bicfi=f.get(_CT_BICFI),
-            creditor_member_id=f.get(_CT_MMB_ID),
-        )
-        for f in txs
-    ]
-
 
 def _view_payments(doc: etree._Element) -> list[_Payment]:
     """The forwarded transactions of a pacs.008 Document, through the typed view."""
@@ -342,33 +252,6 @@ def _view_payments(doc: etree._Element) -> list[_Payment]:
             creditor_member_id=tx.creditor_agent.member_id,
         )
         for tx in ct.transactions
-    ]
-
-
-def _read_statuses(doc: etree._Element) -> list[_Status]:
-    """The transaction statuses of a pacs.002 Document, read in one pass (fast mode)."""
-    group_msg_id: str | None = None
-    txs: list[dict[str, str | None]] = []
-    fields: dict[str, str | None] | None = None
-    for el in _selected(_ST_SELECT, doc):
-        tag = el.tag
-        if tag == _ST_TX:
-            fields = {}
-            txs.append(fields)
-        elif fields is None:
-            group_msg_id = _stripped(el)
-        elif tag in (_ST_MSG_ID, _ST_UETR, _ST_STATUS):
-            fields[tag] = _stripped(el)
-        elif "reason" not in fields or fields["reason"] is None:
-            fields["reason"] = _stripped(el)
-    return [
-        _Status(
-            msg_id=f.get(_ST_MSG_ID) or group_msg_id,
-            uetr=f.get(_ST_UETR),
-            status=f.get(_ST_STATUS) or "",
-            reason=f.get("reason"),
-        )
-        for f in txs
     ]
 
 
@@ -642,9 +525,9 @@ class SimulatedBank:
             return
         try:
             if mtype is MessageType.PACS_008:
-                payments = _read_payments(doc) if self.fast else _view_payments(doc)
+                payments = _view_payments(doc)
             elif mtype is MessageType.PACS_002:
-                statuses = _read_statuses(doc) if self.fast else _view_statuses(doc)
+                statuses = _view_statuses(doc)
             elif mtype is MessageType.ADMI_002:
                 reject = views.message_reject(doc)
             elif mtype is MessageType.ADMI_004:
