@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from switch.cli import admin as admin_cmd
 from switch.cli import bench as bench_cmd
 from switch.cli import demo as demo_cmd
+from switch.cli import pki as pki_cmd
 from switch.cli import validate as validate_cmd
 
 
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo_cmd.register(sub)
     bench_cmd.register(sub)
     admin_cmd.register(sub)
+    pki_cmd.register(sub)
     return parser
 
 
