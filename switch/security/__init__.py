@@ -1,0 +1,1 @@
+"""Scheme PKI (CA, participant certificates, revocation) and XML-DSig of messages."""
