@@ -35,12 +35,10 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Final
-
-from lxml import etree
 
 from switch.core import (
     AgentRef,
@@ -56,16 +54,13 @@ from switch.core import (
     next_state,
 )
 from switch.core.money import to_minor
+from switch.inbound import Inbound, TransferRefs, read_batch, start_workers
 from switch.iso20022 import (
-    Message,
     MessageType,
     ParseLimits,
     SchemaIssue,
-    UnusableMessage,
     build,
     default_registry,
-    parse,
-    validate,
     views,
 )
 from switch.iso20022.registry import SchemaRegistry
@@ -87,8 +82,8 @@ log = logging.getLogger("rtpswitch.engine")
 USABA: Final = "USABA"
 BICFI: Final = "BICFI"
 _YIELD_EVERY: Final = 16
-_PREPARE_OFF_LOOP: Final = 128
-"""Batches at least this large are hashed, parsed and validated in the worker thread."""
+_READ_OFF_LOOP: Final = 128
+"""Batches at least this large are read in the reader processes (when there are any)."""
 ACCEPT_STATUSES: Final = frozenset({"ACSP", "ACCP", "ACSC", "ACCC", "ACWC"})
 
 
@@ -124,34 +119,6 @@ class _Work:
     sends: list[_Send] = field(default_factory=list)
     by_inbound: dict[str, list[ArchivedMessage]] = field(default_factory=dict)
     payments: int = 0
-
-
-@dataclass(slots=True)
-class _Prepared:
-    """One delivery read off the event loop: its digest, and the message or why it is unusable."""
-
-    digest: str
-    message: Message | None = None
-    unusable: UnusableMessage | None = None
-    issues: list[SchemaIssue] = field(default_factory=list)
-
-
-def _prepare(
-    deliveries: Sequence[Delivery], limits: ParseLimits, registry: SchemaRegistry
-) -> list[_Prepared]:
-    """Hash, parse and validate a batch: mostly C that releases the GIL (worker thread)."""
-    out: list[_Prepared] = []
-    for d in deliveries:
-        prepared = _Prepared(hashlib.sha256(d.data).hexdigest())
-        try:
-            prepared.message = msg = parse(d.data, limits)
-        except UnusableMessage as exc:
-            prepared.unusable = exc
-        else:
-            if msg.header is not None and msg.document is not None:
-                prepared.issues = validate(msg, registry)
-        out.append(prepared)
-    return out
 
 
 @dataclass(slots=True, kw_only=True)
@@ -211,7 +178,7 @@ class Engine:
         self._pids = IdGenerator("P")
         self._started = False
         self._unmarked: list[str] = []
-        self._worker: ThreadPoolExecutor | None = None
+        self._readers: Executor | None = None
 
     # --- start-up -----------------------------------------------------------------------
 
@@ -229,6 +196,8 @@ class Engine:
                 heapq.heappush(self.deadlines, (p.deadline, p.id))
         self.msg_ids = set(state.msg_ids)
         self.hashes = dict(state.inbound_hashes)
+        if self.settings.engine.read_workers and self._readers is None:
+            self._readers = await start_workers(self.settings.engine.read_workers)
         self._started = True
         if state.unsent:
             log.info("sending %d committed messages left unsent", len(state.unsent))
@@ -290,7 +259,7 @@ class Engine:
                     deliveries = []
                 now = self.clock()
                 if deliveries or (self.deadlines and self.deadlines[0][0] <= now):
-                    prepared = await self._prepare(deliveries)
+                    prepared = await self._read(deliveries)
                     digests = [p.digest for p in prepared]
                     if pending is not None and self._any_known(deliveries, digests):
                         # A resend of something perhaps not yet committed: settle it first.
@@ -318,9 +287,9 @@ class Engine:
             if self._unmarked:
                 await self.store.mark_sent(self._unmarked, self.clock())
                 self._unmarked = []
-            if self._worker is not None:
-                self._worker.shutdown(wait=False)
-                self._worker = None
+            if self._readers is not None:
+                self._readers.shutdown(wait=False, cancel_futures=True)
+                self._readers = None
 
     def _idle_wait(self) -> float:
         wait = 0.05
@@ -329,22 +298,19 @@ class Engine:
             wait = max(0.0, min(wait, due))
         return wait
 
-    async def _prepare(self, deliveries: Sequence[Delivery]) -> list[_Prepared]:
-        """Hash, parse and validate `deliveries` in the worker thread (large batches only)."""
-        if len(deliveries) < _PREPARE_OFF_LOOP:
-            return _prepare(deliveries, self.limits, self.registry)
-        if self._worker is None:
-            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtpswitch-read")
+    async def _read(self, deliveries: Sequence[Delivery]) -> list[Inbound]:
+        """Read `deliveries`: in the reader processes when the batch is large, else here."""
+        datas = [d.data for d in deliveries]
+        if self._readers is None or len(deliveries) < _READ_OFF_LOOP:
+            return read_batch(datas, self.limits, self.registry)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._worker, _prepare, deliveries, self.limits, self.registry
-        )
+        return await loop.run_in_executor(self._readers, read_batch, datas, self.limits)
 
     async def _decide(
         self,
         work: _Work,
         deliveries: Sequence[Delivery],
-        prepared: Sequence[_Prepared],
+        prepared: Sequence[Inbound],
         resends: dict[tuple[str, str], list[ArchivedMessage]],
         now: datetime,
     ) -> None:
@@ -410,7 +376,7 @@ class Engine:
     def _handle(
         self,
         d: Delivery,
-        ready: _Prepared,
+        ready: Inbound,
         now: datetime,
         work: _Work,
         resends: dict[tuple[str, str], list[ArchivedMessage]],
@@ -433,69 +399,57 @@ class Engine:
             self._resend(d.sender, prev, inbound, resends.get(key), now, work)
             return
         self.hashes[key] = inbound.id
-        msg = ready.message
-        if msg is None:
+        if ready.mtype is None:
             work.batch.messages.append(inbound)
-            text = str(ready.unusable or "unusable message")
+            text = ready.unusable or "unusable message"
             self._reject_message(d.sender, inbound, "unusable", text, now, work)
             return
-        issues = ready.issues
-        # Views assume a valid element: an AppHdr with schema issues is not read.
-        header_ok = msg.header is not None and not any(i.part == "AppHdr" for i in issues)
-        hdr = views.header(msg.header) if header_ok and msg.header is not None else None
+        hdr = ready.header
         inbound = replace(
-            inbound, msg_type=msg.mtype.value, biz_msg_id=hdr.biz_msg_idr if hdr else None
+            inbound, msg_type=ready.mtype.value, biz_msg_id=hdr.biz_msg_idr if hdr else None
         )
         work.batch.messages.append(inbound)
         if d.sender not in self.ctx.directory:
             log.warning("message from unknown participant %s archived and ignored", d.sender)
             return
-        if msg.header is None or msg.document is None:
+        if not ready.complete:
             text = "a business message is one AppHdr and one Document in a BizMsg envelope"
             self._reject_message(d.sender, inbound, "envelope", text, now, work)
             return
-        try:
-            self._dispatch(d.sender, msg, hdr, issues, inbound, now, work)
-        except views.ViewError as exc:
-            # Schema-valid yet not clearable (say, an agent named by neither BICFI nor
-            # member id). Views are read before any state changes, so nothing moved.
-            problem = SchemaIssue(part="Document", line=0, path="Document", message=str(exc))
-            if msg.mtype is MessageType.PACS_008:
-                self._reject_invalid_transfer(d.sender, msg.document, [problem], inbound, now, work)
-            else:
-                self._reject_message(d.sender, inbound, "FF01", str(exc), now, work)
+        self._dispatch(d.sender, ready, inbound, now, work)
 
     def _dispatch(
-        self,
-        sender: str,
-        msg: Message,
-        hdr: views.Header | None,
-        issues: list[SchemaIssue],
-        inbound: ArchivedMessage,
-        now: datetime,
-        work: _Work,
+        self, sender: str, msg: Inbound, inbound: ArchivedMessage, now: datetime, work: _Work
     ) -> None:
         """Hand a usable message to the step of the flow its type names."""
-        assert msg.document is not None
-        mtype = msg.mtype
+        mtype, hdr, issues, body = msg.mtype, msg.header, msg.issues, msg.body
         if mtype is MessageType.PACS_008:
-            self._credit_transfer(sender, msg, hdr, issues, inbound, now, work)
+            self._credit_transfer(sender, msg, inbound, now, work)
         elif issues or hdr is None:
-            first = issues[0]
+            first = issues[0] if issues else None
             self._reject_message(
-                sender, inbound, "FF01", first.message, now, work, location=first.path
+                sender,
+                inbound,
+                "FF01",
+                first.message if first else "AppHdr cannot be read",
+                now,
+                work,
+                location=first.path if first else "AppHdr",
             )
         elif hdr.from_bicfi is None or self._bicfi(hdr.from_bicfi) != sender:
             text = f"AppHdr Fr {hdr.sender or '(none)'} is not the sender {sender}"
             self._reject_message(sender, inbound, "RC01", text, now, work, location="AppHdr/Fr")
-        elif mtype is MessageType.PACS_002:
-            self._status_report(sender, msg, inbound, now, work)
-        elif mtype is MessageType.PACS_028:
-            self._status_request(sender, msg, inbound, now, work)
-        elif mtype is MessageType.ADMI_002:
-            rej = views.message_reject(msg.document)
-            log.warning("%s rejected message %s: %s", sender, rej.reference, rej.reason)
+        elif msg.view_error is not None:
+            # Schema-valid yet not readable for clearing; nothing has moved.
+            self._reject_message(sender, inbound, "FF01", msg.view_error, now, work)
+        elif isinstance(body, views.StatusReport):
+            self._status_report(sender, body, inbound, now, work)
+        elif isinstance(body, views.StatusRequest):
+            self._status_request(sender, body, inbound, now, work)
+        elif isinstance(body, views.MessageReject):
+            log.warning("%s rejected message %s: %s", sender, body.reference, body.reason)
         else:
+            assert mtype is not None
             text = f"{mtype.value} from a participant is not supported by the switch"
             self._reject_message(sender, inbound, "unsupported", text, now, work)
 
@@ -627,20 +581,17 @@ class Engine:
     # --- pacs.008 -----------------------------------------------------------------------
 
     def _credit_transfer(
-        self,
-        sender: str,
-        msg: Message,
-        hdr: views.Header | None,
-        issues: list[SchemaIssue],
-        inbound: ArchivedMessage,
-        now: datetime,
-        work: _Work,
+        self, sender: str, msg: Inbound, inbound: ArchivedMessage, now: datetime, work: _Work
     ) -> None:
-        assert msg.document is not None
-        if issues or hdr is None:
-            self._reject_invalid_transfer(sender, msg.document, issues, inbound, now, work)
+        hdr, issues, ct = msg.header, msg.issues, msg.body
+        if msg.view_error is not None:
+            # Schema-valid yet not clearable (say, an agent named by neither BICFI nor
+            # member id): rejected like a schema violation, before anything moves.
+            issues = [SchemaIssue(part="Document", line=0, path="Document", message=msg.view_error)]
+        if issues or hdr is None or not isinstance(ct, views.CreditTransfer):
+            assert msg.refs is not None and issues
+            self._reject_invalid_transfer(sender, msg.refs, issues, inbound, now, work)
             return
-        ct = views.credit_transfer(msg.document)
         tx = ct.transactions[0]
         uetr = (tx.uetr or "").lower()
         tx_key = (sender, tx.end_to_end_id, tx.tx_id or "")
@@ -731,13 +682,13 @@ class Engine:
         p.deadline = now + self.timeout
         heapq.heappush(self.deadlines, (p.deadline, p.id))
         assert creditor is not None
-        forward = build.forward_credit_transfer(msg.document)
-        self._emit(creditor.id, MessageType.PACS_008, forward, now, work, payment_id=p.id)
+        assert msg.forward is not None
+        self._emit(creditor.id, MessageType.PACS_008, msg.forward, now, work, payment_id=p.id)
 
     def _reject_invalid_transfer(
         self,
         sender: str,
-        document: etree._Element,
+        refs: TransferRefs,
         issues: list[SchemaIssue],
         inbound: ArchivedMessage,
         now: datetime,
@@ -752,10 +703,10 @@ class Engine:
             msg_id=self._ids(),
             created=now,
             status="RJCT",
-            original_msg_id=_find_text(document, "GrpHdr", "MsgId") or "NOTPROVIDED",
-            original_end_to_end_id=_find_text(document, "PmtId", "EndToEndId"),
-            original_tx_id=_find_text(document, "PmtId", "TxId"),
-            original_uetr=_uetr_or_none(_find_text(document, "PmtId", "UETR")),
+            original_msg_id=refs.msg_id,
+            original_end_to_end_id=refs.end_to_end_id,
+            original_tx_id=refs.tx_id,
+            original_uetr=_uetr_or_none(refs.uetr),
             reason=reason,
             additional_info=f"{first.path}: {first.message}",
             instructing_agent=self.switch_by_bicfi,
@@ -788,10 +739,13 @@ class Engine:
     # --- pacs.002 from the creditor agent -----------------------------------------------
 
     def _status_report(
-        self, sender: str, msg: Message, inbound: ArchivedMessage, now: datetime, work: _Work
+        self,
+        sender: str,
+        rpt: views.StatusReport,
+        inbound: ArchivedMessage,
+        now: datetime,
+        work: _Work,
     ) -> None:
-        assert msg.document is not None
-        rpt = views.status_report(msg.document)
         if len(rpt.transactions) != 1:
             text = (
                 f"a real-time pacs.002 carries one transaction status, not {len(rpt.transactions)}"
@@ -836,10 +790,13 @@ class Engine:
     # --- pacs.028 -----------------------------------------------------------------------
 
     def _status_request(
-        self, sender: str, msg: Message, inbound: ArchivedMessage, now: datetime, work: _Work
+        self,
+        sender: str,
+        req: views.StatusRequest,
+        inbound: ArchivedMessage,
+        now: datetime,
+        work: _Work,
     ) -> None:
-        assert msg.document is not None
-        req = views.status_request(msg.document)
         if not req.transactions:
             self._reject_message(sender, inbound, "FF01", "TxInf is missing", now, work)
             return
@@ -881,13 +838,6 @@ def _ref(agent: Agent | None) -> AgentRef | None:
 
 def _is_currency_issue(issue: SchemaIssue) -> bool:
     return issue.path.endswith("IntrBkSttlmAmt") and "Ccy" in issue.message
-
-
-def _find_text(doc: etree._Element, parent: str, name: str) -> str | None:
-    """Best-effort lookup in a document that failed validation (for the reply's references)."""
-    found = doc.xpath(f"string((//*[local-name()='{parent}']/*[local-name()='{name}'])[1])")
-    text = str(found).strip()
-    return text[:35] or None
 
 
 _UUID4: Final = re.compile(r"[a-f0-9]{8}-[a-f0-9]{4}-4[a-f0-9]{3}-[89ab][a-f0-9]{3}-[a-f0-9]{12}")

@@ -39,6 +39,8 @@ class EngineSettings:
 
     batch_size: int = 256
     max_message_bytes: int = 1 << 20
+    read_workers: int = 0
+    """Processes that read (hash, parse, validate, view) large batches; 0 reads in-line."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -126,9 +128,12 @@ def load_settings(
     engine = EngineSettings(
         batch_size=_get(eng, "batch_size", "engine", int, 256),
         max_message_bytes=_get(eng, "max_message_bytes", "engine", int, 1 << 20),
+        read_workers=_get(eng, "read_workers", "engine", int, 0),
     )
     if engine.batch_size < 1:
         raise SettingsError("engine.batch_size must be at least 1")
+    if not 0 <= engine.read_workers <= 16:
+        raise SettingsError("engine.read_workers must be between 0 and 16")
     return Settings(
         scheme=scheme,
         response_timeout=timeout,
