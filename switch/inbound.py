@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -125,13 +128,29 @@ def _warm_up() -> None:
     default_registry().load_all()
 
 
+def _exit_with(parent: int) -> None:
+    """End this reader process when the engine's process is gone (even after kill -9)."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(0)
+
+
+def _init_reader(parent: int) -> None:
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
+
+
 async def start_workers(count: int) -> Executor:
     """A pool of `count` reader processes, started and with their schemas compiled.
 
     Waiting here keeps the first large batch from waiting on a cold worker while the
     deadlines of forwarded payments run.
     """
-    pool = ProcessPoolExecutor(max_workers=count, mp_context=get_context("spawn"))
+    pool = ProcessPoolExecutor(
+        max_workers=count,
+        mp_context=get_context("spawn"),
+        initializer=_init_reader,
+        initargs=(os.getpid(),),
+    )
     await asyncio.gather(*(asyncio.wrap_future(pool.submit(_warm_up)) for _ in range(count)))
     return pool
 

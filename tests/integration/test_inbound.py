@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from switch.engine import Engine
@@ -65,3 +71,50 @@ async def test_the_engine_reads_large_batches_in_its_reader_processes(tmp_path: 
         if engine._readers is not None:
             engine._readers.shutdown()
         await store.close()
+
+
+_HOLDER = """
+import asyncio, sys
+from switch.inbound import start_workers
+
+async def main():
+    pool = await start_workers(1)
+    print(*[p.pid for p in pool._processes.values()], flush=True)
+    await asyncio.sleep(60)
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+def test_reader_processes_end_when_the_engine_process_is_killed(tmp_path: Path) -> None:
+    script = tmp_path / "holder.py"
+    script.write_text(_HOLDER)
+    root = str(Path(__file__).resolve().parents[2])
+    holder = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": root},
+    )
+    assert holder.stdout is not None
+    readers = [int(pid) for pid in holder.stdout.readline().split()]
+    assert readers
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(pid) for pid in readers):
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in readers)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A reaped-by-init zombie still answers kill(0); its state says it is gone.
+    with contextlib.suppress(FileNotFoundError):
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    return False
