@@ -19,6 +19,7 @@ from typing import Any, Final
 from switch.core import Money, Participant, ParticipantStatus, SchemeRules
 
 DEFAULT_STORE: Final = "sqlite:///rtpswitch.db"
+DEFAULT_SERVICE_STORE: Final = "postgresql://postgres@127.0.0.1:5432/rtpswitch"
 
 
 class SettingsError(ValueError):
@@ -44,6 +45,20 @@ class EngineSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceSettings:
+    """The switch as a network node (`rtpswitch run`, `rtpswitch simulate`)."""
+
+    store: str = DEFAULT_SERVICE_STORE
+    pki_dir: Path = Path("var/pki")
+    """The scheme PKI: CA, trust store, the switch's and the participants' credentials."""
+    participants: Path | None = None
+    """The participants file (default: the shipped `config/demo.toml`)."""
+    amqp_host: str = "127.0.0.1"
+    amqp_port: int = 5671
+    amqp_vhost: str = "rtpswitch"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """Everything the switch is configured with."""
 
@@ -51,6 +66,7 @@ class Settings:
     response_timeout: float = 5.0
     engine: EngineSettings = field(default_factory=EngineSettings)
     store: str = DEFAULT_STORE
+    service: ServiceSettings = field(default_factory=ServiceSettings)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -139,6 +155,28 @@ def load_settings(
         response_timeout=timeout,
         engine=engine,
         store=store or os.environ.get("RTPSWITCH_STORE") or DEFAULT_STORE,
+        service=_service(data.get("service", {}), file.parent, store),
+    )
+
+
+def _service(t: dict[str, Any], base: Path, store: str | None) -> ServiceSettings:
+    participants = t.get("participants")
+    if participants is not None and not isinstance(participants, str):
+        raise SettingsError(f"service.participants must be a string, not {participants!r}")
+    port = _get(t, "amqp_port", "service", int, 5671)
+    if not 0 < port < 65536:
+        raise SettingsError(f"service.amqp_port out of range: {port}")
+    return ServiceSettings(
+        store=store
+        or os.environ.get("RTPSWITCH_STORE")
+        or _get(t, "store", "service", str, DEFAULT_SERVICE_STORE),
+        pki_dir=Path(
+            os.environ.get("RTPSWITCH_PKI") or _get(t, "pki_dir", "service", str, "var/pki")
+        ),
+        participants=base / participants if participants else None,
+        amqp_host=_get(t, "amqp_host", "service", str, "127.0.0.1"),
+        amqp_port=port,
+        amqp_vhost=_get(t, "amqp_vhost", "service", str, "rtpswitch"),
     )
 
 
