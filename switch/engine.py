@@ -45,6 +45,7 @@ from switch.core import (
     InsufficientPosition,
     Participant,
     ParticipantDirectory,
+    ParticipantStatus,
     PaymentEvent,
     PaymentFacts,
     PaymentState,
@@ -54,7 +55,15 @@ from switch.core import (
     next_state,
 )
 from switch.core.money import to_minor
-from switch.inbound import Inbound, TransferRefs, read_batch, start_workers
+from switch.inbound import (
+    Inbound,
+    TransferRefs,
+    read_batch,
+    read_in_reader,
+    sign_batch,
+    sign_in_reader,
+    start_workers,
+)
 from switch.iso20022 import (
     MessageType,
     ParseLimits,
@@ -66,6 +75,7 @@ from switch.iso20022 import (
 from switch.iso20022.registry import SchemaRegistry
 from switch.iso20022.views import Agent
 from switch.ledger import Book, JournalEntry, net_deltas
+from switch.security.messages import MessageSecurity
 from switch.settings import Settings
 from switch.store.base import (
     ArchivedMessage,
@@ -84,6 +94,8 @@ BICFI: Final = "BICFI"
 _YIELD_EVERY: Final = 16
 _READ_OFF_LOOP: Final = 128
 """Batches at least this large are read in the reader processes (when there are any)."""
+_SIGN_EVENTS: Final = {"SGON": ParticipantStatus.ACTIVE, "SGOF": ParticipantStatus.SIGNED_OFF}
+"""admi.004 event codes a participant sends about itself, and the state each asks for."""
 ACCEPT_STATUSES: Final = frozenset({"ACSP", "ACCP", "ACSC", "ACCC", "ACWC"})
 
 
@@ -119,6 +131,10 @@ class _Work:
     sends: list[_Send] = field(default_factory=list)
     by_inbound: dict[str, list[ArchivedMessage]] = field(default_factory=dict)
     payments: int = 0
+    unsigned: dict[str, int] = field(default_factory=dict)
+    """Outbound messages built in this batch, by id: their index in `batch.messages`."""
+    copies: list[tuple[int, str]] = field(default_factory=list)
+    """Resent copies of this batch's own answers: (index, id of the original)."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -154,12 +170,14 @@ class Engine:
         transport: SwitchTransport,
         clock: Callable[[], datetime] = utcnow,
         registry: SchemaRegistry | None = None,
+        security: MessageSecurity | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.transport = transport
         self.clock = clock
         self.registry = registry or default_registry()
+        self.security = security
         self.limits = ParseLimits(max_bytes=settings.engine.max_message_bytes)
         self.timeout = timedelta(seconds=settings.response_timeout)
         rules = settings.scheme
@@ -197,7 +215,7 @@ class Engine:
         self.msg_ids = set(state.msg_ids)
         self.hashes = dict(state.inbound_hashes)
         if self.settings.engine.read_workers and self._readers is None:
-            self._readers = await start_workers(self.settings.engine.read_workers)
+            self._readers = await start_workers(self.settings.engine.read_workers, self.security)
         self._started = True
         if state.unsent:
             log.info("sending %d committed messages left unsent", len(state.unsent))
@@ -300,11 +318,11 @@ class Engine:
 
     async def _read(self, deliveries: Sequence[Delivery]) -> list[Inbound]:
         """Read `deliveries`: in the reader processes when the batch is large, else here."""
-        datas = [d.data for d in deliveries]
+        items = [(d.sender, d.data) for d in deliveries]
         if self._readers is None or len(deliveries) < _READ_OFF_LOOP:
-            return read_batch(datas, self.limits, self.registry)
+            return read_batch(items, self.limits, self.registry, self.security)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, read_batch, datas, self.limits)
+        return await loop.run_in_executor(self._readers, read_in_reader, items, self.limits)
 
     async def _decide(
         self,
@@ -331,8 +349,36 @@ class Engine:
         batch.deltas = net_deltas(batch.journal)
         batch.sent, batch.sent_at = self._unmarked, self.clock()
         self._unmarked = []
-        task = asyncio.create_task(self.store.commit_batch(batch))
+        task = asyncio.create_task(self._sign_and_commit(work))
         return _Pending(task=task, work=work, deliveries=deliveries)
+
+    async def _sign_and_commit(self, work: _Work) -> None:
+        """Sign the batch's outbound messages (with message security), then commit it."""
+        if self.security is not None and work.unsigned:
+            await self._sign(work)
+        await self.store.commit_batch(work.batch)
+
+    async def _sign(self, work: _Work) -> None:
+        """Replace each outbound message of `work` by its signed bytes (archived as sent)."""
+        assert self.security is not None
+        messages = work.batch.messages
+        order = list(work.unsigned.values())
+        raws = [messages[i].raw for i in order]
+        if self._readers is not None:
+            loop = asyncio.get_running_loop()
+            signed = await loop.run_in_executor(self._readers, sign_in_reader, raws)
+        else:
+            signed = sign_batch(raws, self.security)
+        by_id: dict[str, ArchivedMessage] = {}
+        for i, raw in zip(order, signed, strict=True):
+            m = replace(messages[i], raw=raw, sha256=hashlib.sha256(raw).hexdigest())
+            messages[i] = by_id[m.id] = m
+        for i, original in work.copies:
+            src = by_id[original]
+            messages[i] = by_id[messages[i].id] = replace(
+                messages[i], raw=src.raw, sha256=src.sha256
+            )
+        work.sends = [_Send(s.participant, by_id.get(s.message.id, s.message)) for s in work.sends]
 
     async def _complete(self, pending: _Pending) -> None:
         """Wait for a batch's commit; then acknowledge its deliveries and send its messages."""
@@ -416,6 +462,13 @@ class Engine:
             text = "a business message is one AppHdr and one Document in a BizMsg envelope"
             self._reject_message(d.sender, inbound, "envelope", text, now, work)
             return
+        if ready.signature is not None:
+            code, text = ready.signature
+            if ready.mtype is MessageType.PACS_008 and ready.refs is not None:
+                self._reject_transfer(d.sender, ready.refs, code, text, inbound, now, work)
+            else:
+                self._reject_message(d.sender, inbound, code, text, now, work, location="Sgntr")
+            return
         self._dispatch(d.sender, ready, inbound, now, work)
 
     def _dispatch(
@@ -448,6 +501,8 @@ class Engine:
             self._status_request(sender, body, inbound, now, work)
         elif isinstance(body, views.MessageReject):
             log.warning("%s rejected message %s: %s", sender, body.reference, body.reason)
+        elif isinstance(body, views.SystemEvent):
+            self._system_event(sender, body, inbound, now, work)
         else:
             assert mtype is not None
             text = f"{mtype.value} from a participant is not supported by the switch"
@@ -471,6 +526,8 @@ class Engine:
         answers += [m for m in work.by_inbound.get(prev, ()) if m.participant == sender]
         for old in answers:
             copy = replace(old, id=self._ids(), at=now, in_reply_to=inbound.id, sent_at=None)
+            if old.id in work.unsigned:
+                work.copies.append((len(work.batch.messages), old.id))
             work.batch.messages.append(copy)
             work.sends.append(_Send(sender, copy))
 
@@ -508,6 +565,7 @@ class Engine:
             payment_id=payment_id,
             in_reply_to=in_reply_to,
         )
+        work.unsigned[biz] = len(work.batch.messages)
         work.batch.messages.append(msg)
         work.sends.append(_Send(to, msg))
         if in_reply_to is not None:
@@ -699,6 +757,20 @@ class Engine:
         if all(_is_currency_issue(i) for i in issues):
             reason = "AM03"
         first = issues[0]
+        text = f"{first.path}: {first.message}"
+        self._reject_transfer(sender, refs, reason, text, inbound, now, work)
+
+    def _reject_transfer(
+        self,
+        sender: str,
+        refs: TransferRefs,
+        reason: str,
+        text: str,
+        inbound: ArchivedMessage,
+        now: datetime,
+        work: _Work,
+    ) -> None:
+        """RJCT `reason` for a pacs.008 refused before it became a payment."""
         doc = build.status_report(
             msg_id=self._ids(),
             created=now,
@@ -708,7 +780,7 @@ class Engine:
             original_tx_id=refs.tx_id,
             original_uetr=_uetr_or_none(refs.uetr),
             reason=reason,
-            additional_info=f"{first.path}: {first.message}",
+            additional_info=text,
             instructing_agent=self.switch_by_bicfi,
             instructed_agent=Agent(bicfi=sender),
         )
@@ -810,6 +882,51 @@ class Engine:
             if status == "ACSC" and sender == p.creditor_agent:
                 status = "ACCC"
             self._status_to(sender, p, status, p.reason, now, work, in_reply_to=inbound.id)
+
+    # --- admi.004 ------------------------------------------------------------------------
+
+    def _system_event(
+        self,
+        sender: str,
+        event: views.SystemEvent,
+        inbound: ArchivedMessage,
+        now: datetime,
+        work: _Work,
+    ) -> None:
+        """Sign-on (SGON) and sign-off (SGOF) of the sending participant (RULEBOOK §1)."""
+        if event.code not in _SIGN_EVENTS:
+            text = f"system event {event.code} from a participant is not supported (SGON, SGOF)"
+            self._reject_message(sender, inbound, "unsupported", text, now, work)
+            return
+        named = [self._bicfi(p) or p for p in event.params]
+        if any(n != sender for n in named):
+            text = f"EvtParam {', '.join(event.params)} names another participant than {sender}"
+            self._reject_message(sender, inbound, "RC01", text, now, work, location="EvtParam")
+            return
+        current = self.ctx.directory[sender]
+        wanted = _SIGN_EVENTS[event.code]
+        status = current.status
+        if current.status is ParticipantStatus.SUSPENDED:
+            text = f"{sender} is suspended by the scheme operator; only the operator resumes it"
+        elif current.status is wanted:
+            text = f"{sender} is already {wanted}"
+        else:
+            status = wanted
+            self._set_participants(
+                replace(p, status=wanted) if p.id == sender else p
+                for p in self.ctx.directory.values()
+            )
+            work.batch.statuses.append((sender, wanted))
+            text = (
+                "signed on: payments to and from it are cleared"
+                if wanted is (ParticipantStatus.ACTIVE)
+                else "signed off: payments to it are rejected AB08, from it AG01"
+            )
+            log.info("%s %s", sender, text)
+        doc = build.system_event(
+            code=event.code, time=now, params=(sender,), description=f"{sender} is {status}: {text}"
+        )
+        self._emit(sender, MessageType.ADMI_004, doc, now, work, in_reply_to=inbound.id)
 
     # --- deadlines ----------------------------------------------------------------------
 

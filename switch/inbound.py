@@ -18,7 +18,9 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from multiprocessing import get_context
+from pathlib import Path
 from typing import Final
 
 from lxml import etree
@@ -35,8 +37,15 @@ from switch.iso20022 import (
     views,
 )
 from switch.iso20022.registry import SchemaRegistry
+from switch.security.messages import MessageSecurity
 
-Body = views.CreditTransfer | views.StatusReport | views.StatusRequest | views.MessageReject
+Body = (
+    views.CreditTransfer
+    | views.StatusReport
+    | views.StatusRequest
+    | views.MessageReject
+    | views.SystemEvent
+)
 
 
 @views.view
@@ -71,6 +80,9 @@ class Inbound:
     """A clearable pacs.008's Document as the creditor agent gets it."""
     refs: TransferRefs | None = None
     """For a pacs.008 that breaks its schema: its references, as far as they can be found."""
+    signature: tuple[str, str] | None = None
+    """Why the signature is refused: (DS0B | DS0C | DS0D, reason); None when it verified
+    or when the switch runs without message security (in-process demo and bench)."""
 
 
 _BODY_VIEWS: Final[dict[MessageType, Callable[[etree._Element], Body]]] = {
@@ -78,11 +90,23 @@ _BODY_VIEWS: Final[dict[MessageType, Callable[[etree._Element], Body]]] = {
     MessageType.PACS_002: views.status_report,
     MessageType.PACS_028: views.status_request,
     MessageType.ADMI_002: views.message_reject,
+    MessageType.ADMI_004: views.system_event,
 }
 
 
-def read(data: bytes, limits: ParseLimits, registry: SchemaRegistry) -> Inbound:
-    """Read one message's bytes into an `Inbound` (never raises for bad input)."""
+def read(
+    data: bytes,
+    sender: str,
+    limits: ParseLimits,
+    registry: SchemaRegistry,
+    security: MessageSecurity | None = None,
+) -> Inbound:
+    """Read one message's bytes from `sender` into an `Inbound` (never raises for bad input).
+
+    With `security`, the signature is checked first (RULEBOOK §3: authenticate, verify,
+    then validate); a message whose signature is refused is still validated, so that its
+    refusal can name its references, but no view of its body is offered for clearing.
+    """
     out = Inbound(hashlib.sha256(data).hexdigest())
     try:
         msg = parse(data, limits)
@@ -94,11 +118,15 @@ def read(data: bytes, limits: ParseLimits, registry: SchemaRegistry) -> Inbound:
     if hdr_el is None or doc_el is None:
         return out
     out.complete = True
+    if security is not None:
+        root = hdr_el.getparent()
+        assert root is not None
+        out.signature = security.check(root, sender, datetime.now(UTC))
     out.issues = issues = validate(msg, registry)
     try:
         if not any(i.part == "AppHdr" for i in issues):
             out.header = views.header(hdr_el)
-        if issues:
+        if issues or out.signature is not None:
             if mtype is MessageType.PACS_008:
                 out.refs = _refs(doc_el)
             return out
@@ -116,11 +144,37 @@ def read(data: bytes, limits: ParseLimits, registry: SchemaRegistry) -> Inbound:
 
 
 def read_batch(
-    datas: Sequence[bytes], limits: ParseLimits, registry: SchemaRegistry | None = None
+    items: Sequence[tuple[str, bytes]],
+    limits: ParseLimits,
+    registry: SchemaRegistry,
+    security: MessageSecurity | None = None,
 ) -> list[Inbound]:
-    """`read` each of `datas` (in a worker process, with that process's own registry)."""
-    reg = registry if registry is not None else default_registry()
-    return [read(d, limits, reg) for d in datas]
+    """`read` each (sender, bytes) of `items`."""
+    if security is not None:
+        security.refresh()
+    return [read(data, sender, limits, registry, security) for sender, data in items]
+
+
+def sign_batch(messages: Sequence[bytes], security: MessageSecurity) -> list[bytes]:
+    """Each of `messages` signed with the switch's key."""
+    return [security.sign(m) for m in messages]
+
+
+# --- in a reader process --------------------------------------------------------------
+
+_security: MessageSecurity | None = None
+
+
+def read_in_reader(items: Sequence[tuple[str, bytes]], limits: ParseLimits) -> list[Inbound]:
+    """`read_batch` in a reader process, with its own registry and message security."""
+    return read_batch(items, limits, default_registry(), _security)
+
+
+def sign_in_reader(messages: Sequence[bytes]) -> list[bytes]:
+    """`sign_batch` in a reader process."""
+    if _security is None:
+        raise RuntimeError("this reader process was started without message security")
+    return sign_batch(messages, _security)
 
 
 def _warm_up() -> None:
@@ -135,11 +189,14 @@ def _exit_with(parent: int) -> None:
     os._exit(0)
 
 
-def _init_reader(parent: int) -> None:
+def _init_reader(parent: int, pki_dir: str | None, switch_id: str | None) -> None:
+    global _security
     threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
+    if pki_dir is not None and switch_id is not None:
+        _security = MessageSecurity(Path(pki_dir), switch_id)
 
 
-async def start_workers(count: int) -> Executor:
+async def start_workers(count: int, security: MessageSecurity | None = None) -> Executor:
     """A pool of `count` reader processes, started and with their schemas compiled.
 
     Waiting here keeps the first large batch from waiting on a cold worker while the
@@ -149,7 +206,11 @@ async def start_workers(count: int) -> Executor:
         max_workers=count,
         mp_context=get_context("spawn"),
         initializer=_init_reader,
-        initargs=(os.getpid(),),
+        initargs=(
+            os.getpid(),
+            None if security is None else str(security.pki_dir),
+            None if security is None else security.switch_id,
+        ),
     )
     await asyncio.gather(*(asyncio.wrap_future(pool.submit(_warm_up)) for _ in range(count)))
     return pool

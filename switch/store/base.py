@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from switch.core import Participant, PaymentState
+from switch.core import Participant, ParticipantStatus, PaymentState
 from switch.ledger import ConservationReport, JournalEntry, Position, PositionDelta
 
 
@@ -100,6 +100,8 @@ class Batch:
     sent: list[str] = field(default_factory=list)
     """Outbound messages of earlier batches handed to the transport since (`mark_sent`)."""
     sent_at: datetime | None = None
+    statuses: list[tuple[str, ParticipantStatus]] = field(default_factory=list)
+    """Participant status changes (sign-on/off by admi.004), in order."""
 
     def is_empty(self) -> bool:
         """True when the batch would write nothing."""
@@ -111,6 +113,7 @@ class Batch:
             or self.deltas
             or self.msg_ids
             or self.sent
+            or self.statuses
         )
 
 

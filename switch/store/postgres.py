@@ -155,6 +155,7 @@ WITH p AS (
 INSERT INTO positions (participant) SELECT id FROM p ON CONFLICT (participant) DO NOTHING
 """
 
+_SET_STATUS: Final = "UPDATE participants SET status = $2 WHERE id = $1"
 _MARK_SENT: Final = (
     "UPDATE messages SET sent_at = $2 "
     "WHERE id = ANY($1::text[]) AND direction = 'out' AND sent_at IS NULL"
@@ -394,7 +395,7 @@ class PostgresStore(Store):
         write = bool(
             batch.new_payments or batch.updates or batch.journal or batch.deltas or batch.msg_ids
         )
-        if len(messages) <= _SINGLE_MAX_MESSAGES:
+        if len(messages) <= _SINGLE_MAX_MESSAGES and not batch.statuses:
             await self._commit_single(batch, messages)
             return
         args, n_positions, n_updates = _write_args(batch) if write else ([], 0, 0)
@@ -429,6 +430,11 @@ class PostgresStore(Store):
                         await conn.execute(
                             _MARK_SENT, batch.sent, batch.sent_at or datetime.now(UTC)
                         )
+                    for participant, status in batch.statuses:
+                        self.round_trips += 1
+                        done = await conn.execute(_SET_STATUS, participant, str(status))
+                        if done != "UPDATE 1":
+                            raise InternalError(f"batch refused: no participant {participant}")
             except asyncpg.IntegrityConstraintViolationError as exc:
                 raise InternalError(f"batch refused by the database: {exc}") from exc
         self.transactions += 1

@@ -88,6 +88,7 @@ _INSERT_POSITION: Final = (
     "INSERT INTO positions (participant) VALUES (?) ON CONFLICT (participant) DO NOTHING"
 )
 
+_SET_STATUS: Final = "UPDATE participants SET status = ? WHERE id = ?"
 _MARK_SENT: Final = (
     "UPDATE messages SET sent_at = ? WHERE id = ? AND direction = 'out' AND sent_at IS NULL"
 )
@@ -404,6 +405,9 @@ class SqliteStore(Store):
             if batch.sent:
                 sent_at = _ts(batch.sent_at or datetime.now(UTC))
                 self._xm(conn, _MARK_SENT, [(sent_at, i) for i in batch.sent])
+            for participant, status in batch.statuses:
+                if self._xm(conn, _SET_STATUS, [(str(status), participant)]) != 1:
+                    raise InternalError(f"batch refused: no participant {participant}")
 
         try:
             await self._run(lambda conn: self._write(conn, work))

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from switch.engine import Engine
-from switch.inbound import read_batch, start_workers
+from switch.inbound import read_batch, read_in_reader, start_workers
 from switch.iso20022 import MessageType, ParseLimits, default_registry, views
 from switch.settings import load_settings
 from switch.store.base import open_store
@@ -34,12 +34,12 @@ def _mix() -> list[bytes]:
 
 
 async def test_a_reader_process_reads_what_the_event_loop_reads() -> None:
-    datas = _mix()
+    items = [("BNKAUS33XXX", d) for d in _mix()]
     limits = ParseLimits()
-    inline = read_batch(datas, limits, default_registry())
+    inline = read_batch(items, limits, default_registry())
     pool = await start_workers(1)
     try:
-        remote = pool.submit(read_batch, datas, limits).result(timeout=60)
+        remote = pool.submit(read_in_reader, items, limits).result(timeout=60)
     finally:
         pool.shutdown()
     assert remote == inline
@@ -66,7 +66,8 @@ async def test_the_engine_reads_large_batches_in_its_reader_processes(tmp_path: 
         deliveries = [Delivery("BNKAUS33XXX", d) for d in _mix()]
         assert len(deliveries) >= 128
         read = await engine._read(deliveries)
-        assert read == read_batch([d.data for d in deliveries], engine.limits, engine.registry)
+        items = [(d.sender, d.data) for d in deliveries]
+        assert read == read_batch(items, engine.limits, engine.registry)
     finally:
         if engine._readers is not None:
             engine._readers.shutdown()
