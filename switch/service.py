@@ -1,0 +1,162 @@
+"""`rtpswitch run`: the switch as a network node, on PostgreSQL and the mutual-TLS broker.
+
+Theory of operation. Any number of switch processes may run against the same database
+and queues; exactly one of them clears at a time. Each process first takes the
+switch's leader lock, a PostgreSQL session advisory lock held on a connection of its
+own for as long as the process clears. The others wait for it (hot standby): only a
+process holding the lock connects to the broker and consumes, so two processes never
+process a message, and the in-memory state each engine keeps is never shared. When the
+leader stops or dies (kill -9 included), PostgreSQL ends its session and releases the
+lock; the broker puts the deliveries it had not acknowledged back on the queue; a
+standby takes the lock, rebuilds its state from the store, and goes on from there
+(byte-identical redeliveries get the answers already committed). A leader that loses
+its lock connection stops at once rather than risk clearing beside a new leader.
+
+On start the leader registers the participants of the participants file that the
+store does not know yet (onboarding) and, on a scheme never funded, funds their
+opening positions from that file. SIGTERM or SIGINT stops it gracefully: the batch in
+hand is decided, committed, acknowledged and sent, then connections close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+import asyncpg
+
+from switch.core.money import to_minor
+from switch.engine import Engine
+from switch.security.messages import MessageSecurity
+from switch.settings import DemoParticipant, Settings, SettingsError, load_demo_participants
+from switch.store.base import Store, open_store
+from switch.transport.amqp import AmqpSettings, AmqpSwitchTransport
+
+log = logging.getLogger("rtpswitch.service")
+
+LEADER_LOCK_KEY: Final = 0x52545053  # "RTPS": one switch clears a database at a time
+_POLL: Final = 0.5
+
+
+@dataclass(slots=True)
+class LeaderLock:
+    """The switch's leader lock: a session advisory lock on a dedicated connection."""
+
+    conn: asyncpg.Connection
+    _listener: Callable[[asyncpg.Connection], None] | None = None
+
+    @classmethod
+    async def acquire(cls, url: str, stop: asyncio.Event) -> LeaderLock | None:
+        """Wait until this process holds the lock (None if `stop` is set first)."""
+        conn = await asyncpg.connect(url)
+        try:
+            waited = False
+            while not stop.is_set():
+                if await conn.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK_KEY):
+                    return cls(conn)
+                if not waited:
+                    log.info("another switch process is clearing; standing by")
+                    waited = True
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), _POLL)
+        except BaseException:
+            await conn.close()
+            raise
+        await conn.close()
+        return None
+
+    def watch(self, lost: Callable[[], None]) -> None:
+        """Call `lost` if the lock's connection ends (the lock is then gone)."""
+
+        def listener(_conn: asyncpg.Connection) -> None:
+            lost()
+
+        self._listener = listener
+        self.conn.add_termination_listener(listener)
+
+    async def release(self) -> None:
+        """Give the lock up and close its connection."""
+        if self._listener is not None:
+            self.conn.remove_termination_listener(self._listener)
+            self._listener = None
+        with contextlib.suppress(Exception):
+            await self.conn.execute("SELECT pg_advisory_unlock($1)", LEADER_LOCK_KEY)
+        await self.conn.close()
+
+
+async def onboard(store: Store, settings: Settings) -> tuple[list[str], list[DemoParticipant]]:
+    """Register the participants file's banks the store lacks.
+
+    Returns the ids registered and, on a scheme never funded, the participants whose
+    opening positions are to be funded once the engine has started.
+    """
+    participants = load_demo_participants(
+        settings.service.participants, exponent=settings.scheme.exponent
+    )
+    state = await store.load_state()
+    new = [dp for dp in participants if dp.participant.id not in state.participants]
+    if new:
+        await store.upsert_participants(dp.participant for dp in new)
+    to_fund = participants if state.funded == 0 else []
+    return [dp.participant.id for dp in new], to_fund
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    """Clear as the leader (after waiting for the lock) until `stop` is set."""
+    svc = settings.service
+    if not svc.store.startswith(("postgresql://", "postgres://")):
+        raise SettingsError(f"service.store must be a postgresql:// URL, not {svc.store!r}")
+    switch_id = settings.scheme.switch_bicfi
+    security = MessageSecurity(svc.pki_dir, switch_id)
+    store = open_store(svc.store)
+    await store.migrate()
+    lock = await LeaderLock.acquire(svc.store, stop)
+    if lock is None:
+        await store.close()
+        return
+    lost = asyncio.Event()
+
+    def on_lost() -> None:
+        log.error("leader lock connection lost: stopping")
+        lost.set()
+        stop.set()
+
+    lock.watch(on_lost)
+    amqp = AmqpSettings.from_pki(svc.pki_dir, switch_id, host=svc.amqp_host, port=svc.amqp_port)
+    transport = AmqpSwitchTransport(amqp, switch_id)
+    try:
+        await transport.open()
+        joined, to_fund = await onboard(store, settings)
+        if joined:
+            log.info("onboarded %s", ", ".join(joined))
+        engine = Engine(settings=settings, store=store, transport=transport, security=security)
+        await engine.start()
+        for dp in to_fund:
+            await engine.fund(dp.participant.id, to_minor(dp.fund), "opening-position")
+        log.info("clearing as leader on %s", amqp.address)
+        await engine.run(stop)
+    finally:
+        await transport.close()
+        await store.close()
+        await lock.release()
+    if lost.is_set():
+        raise RuntimeError("leader lock lost while clearing")
+
+
+def run(settings: Settings) -> int:
+    """Run the service until SIGTERM or SIGINT; the process exit status."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(settings, stop)
+
+    asyncio.run(main())
+    return 0
