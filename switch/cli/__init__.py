@@ -10,6 +10,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from participants import cli as participant_cmd
+from simulators import cli as simulate_cmd
 from switch.cli import admin as admin_cmd
 from switch.cli import bench as bench_cmd
 from switch.cli import demo as demo_cmd
@@ -28,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench_cmd.register(sub)
     admin_cmd.register(sub)
     pki_cmd.register(sub)
+    participant_cmd.register(sub)
+    simulate_cmd.register(sub)
     return parser
 
 
