@@ -4,9 +4,9 @@ Theory: a small in-test PKI (a scheme CA, signing certificates for two banks, on
 also with an RSA key, plus revoked, expired, not-yet-valid and rogue certificates) and an
 in-memory certificate directory stand in for `pki.TrustStore` (one test uses the real
 one). Each attack starts from a correctly signed message, changes one thing, and expects
-the exact ISO code and the reason. Both engines are exercised; signxml also serves as an
-independent XML-DSig implementation that must accept what the native engine signs, and
-the other way round.
+the exact ISO code and the reason. Every engine is exercised, and each must accept what
+each other one signs: xmlsec (libxmlsec1) and signxml are independent XML-DSig
+implementations, so the native engine is checked against two others and they against it.
 """
 
 from __future__ import annotations
@@ -33,13 +33,16 @@ from signxml.verifier import SignatureConfiguration, VerifyResult, XMLVerifier
 
 from switch.core import errors
 from switch.iso20022 import ENVELOPE_NS, BadEnvelope, NotWellFormed, parse, validate
+from switch.security import xmldsig
 from switch.security.pki import CertStatus, SchemeCA, TrustStore
 from switch.security.xmldsig import (
+    DEFAULT_ENGINE,
     DS_NS,
     ECDSA_SHA256,
     RSA_SHA256,
     CertificateDirectory,
     Engine,
+    KeyInfoForm,
     SignatureRejected,
     Signer,
     Verifier,
@@ -59,7 +62,7 @@ NS = {
 A = "BNKAUS33XXX"
 B = "BNKBUS33XXX"
 NOW = datetime.now(UTC)
-ENGINES: list[Engine] = ["native", "signxml"]
+ENGINES: list[Engine] = list(xmldsig.ENGINES)
 
 Key = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
@@ -199,7 +202,7 @@ def rejected(
     message: bytes | etree._Element,
     *,
     sender: str = A,
-    engine: Engine = "native",
+    engine: Engine = DEFAULT_ENGINE,
     at: datetime | None = None,
 ) -> SignatureRejected:
     verifier = Verifier(pki.directory, engine=engine)
@@ -240,10 +243,25 @@ def test_issuer_serial_key_info(pki: Pki, engine: Engine) -> None:
         Verifier(pki.directory, engine=verify_engine).verify(signed, A)
 
 
-def test_engines_write_the_same_signature(pki: Pki) -> None:
-    """RSA PKCS#1 v1.5 is deterministic: both engines must produce identical bytes."""
-    native = pki.a_rsa.signer(engine="native").sign(PACS008)
-    assert native == pki.a_rsa.signer(engine="signxml").sign(PACS008)
+@pytest.mark.parametrize("key_info", ["certificate", "issuer-serial"])
+def test_engines_write_the_same_signature(pki: Pki, key_info: KeyInfoForm) -> None:
+    """RSA PKCS#1 v1.5 is deterministic: every engine must produce identical bytes."""
+    signed = {e: pki.a_rsa.signer(engine=e, key_info=key_info).sign(PACS008) for e in ENGINES}
+    assert len(set(signed.values())) == 1, [e for e in ENGINES if signed[e] != signed["native"]]
+
+
+def test_lxml_and_xmlsec_share_one_libxml2() -> None:
+    """xmlsec works on lxml's trees with its own copy of libxml2: the two must be the
+    same version (pyproject pins xmlsec and the lxml series that bundles it)."""
+    advice = "pin lxml and xmlsec in pyproject.toml to versions bundling the same libxml2"
+    lxml_side = f"lxml {etree.__version__} runs libxml2 {etree.LIBXML_VERSION}"
+    try:
+        import xmlsec
+    except Exception as exc:  # xmlsec refuses to load beside another libxml2 series
+        pytest.fail(f"xmlsec does not load: {exc}; {lxml_side}: {advice}")
+    assert xmlsec.get_libxml_version() == etree.LIBXML_VERSION, (
+        f"{lxml_side} but xmlsec was built with {xmlsec.get_libxml_version()}: {advice}"
+    )
 
 
 def test_signature_is_last_in_header_and_schema_valid(pki: Pki) -> None:
@@ -383,6 +401,21 @@ def test_key_info_naming_a_registered_certificate_it_did_not_sign_with(
     assert "does not verify" in str(e)
 
 
+@pytest.mark.parametrize("engine", ["xmlsec", "native"])
+def test_key_info_naming_a_certificate_of_another_key_type(pki: Pki, engine: Engine) -> None:
+    """An ECDSA signature whose KeyInfo names the sender's RSA certificate."""
+    signed = pki.a_ec.signer().sign(PACS008)
+    rsa_key_info = one(tree(pki.a_rsa.signer().sign(PACS008)), ".//ds:KeyInfo")
+
+    def swap_key_info(root: etree._Element) -> None:
+        sig = one(root, ".//ds:Signature")
+        sig.replace(one(sig, "ds:KeyInfo"), rsa_key_info)
+
+    e = rejected(pki, mutate(signed, swap_key_info), engine=engine)
+    assert e.code == "DS0B"
+    assert f"{ECDSA_SHA256} does not fit the key" in str(e)
+
+
 def test_unknown_certificate(pki: Pki) -> None:
     """A certificate the directory lists but the CA does not vouch for (status UNKNOWN)."""
     directory = Directory(ca=pki.directory.ca, certs={A: [pki.rogue.cert]})
@@ -485,6 +518,40 @@ def test_signxml_must_have_covered_the_whole_message(
     e = rejected(pki, signed, engine="signxml")
     assert e.code == "DS0B"
     assert str(e) == "what the signature covers is not the message"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_bizmsg_taken_out_of_another_document(pki: Pki, engine: Engine) -> None:
+    """URI="" is the signature's whole document: xmlsec verifies a BizMsg only at its root.
+
+    A BizMsg element detached from a larger tree has no parent yet still belongs to that
+    tree's document; the other engines canonicalise the element itself."""
+    container = etree.Element("Container")
+    root = tree(pki.a_ec.signer().sign(PACS008))
+    container.append(root)
+    container.remove(root)
+    assert root.getparent() is None and root.getroottree().getroot() is container
+    if engine == "xmlsec":
+        assert (
+            str(rejected(pki, root, engine=engine)) == "the BizMsg is not the root of its document"
+        )
+    else:
+        Verifier(pki.directory, engine=engine).verify_tree(root, A)
+
+
+def test_xmlsec_itself_refuses_other_algorithms(pki: Pki) -> None:
+    """Behind the profile checks, the xmlsec context is limited to the profile too."""
+    import xmlsec
+
+    signed = _signxml_sign(pki.a_rsa, PACS008)  # inclusive c14n 1.1, otherwise the profile
+    XMLVerifier().verify(tree(signed), x509_cert=pki.a_rsa.cert)  # valid XML-DSig
+    sig = one(tree(signed), ".//ds:Signature")
+    key = xmldsig._public_key(pki.a_rsa.cert).key
+    unrestricted = xmlsec.SignatureContext()
+    unrestricted.key = key
+    unrestricted.verify(sig)
+    with pytest.raises(xmlsec.Error):
+        xmldsig._xmlsec_context(key).verify(sig)
 
 
 def test_document_copy_beside_the_signature(pki: Pki) -> None:
