@@ -85,6 +85,12 @@ class RecordingTransport:
         self._write("out", participant, data)
         await self._inner.send(participant, data)
 
+    async def send_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        """Record each, then send them through the wrapped transport."""
+        for participant, data in messages:
+            self._write("out", participant, data)
+        await self._inner.send_many(messages)
+
 
 @dataclass(slots=True)
 class Intent:

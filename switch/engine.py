@@ -387,9 +387,7 @@ class Engine:
         self.stats.messages_in += len(pending.deliveries)
         await self.transport.ack(pending.deliveries)
         sends = pending.work.sends
-        # Handed over together: a broker transport confirms each publish, and waiting for
-        # each confirm in turn would cost one round trip per message.
-        await asyncio.gather(*(self.transport.send(s.participant, s.message.raw) for s in sends))
+        await self.transport.send_many([(s.participant, s.message.raw) for s in sends])
         self.stats.messages_out += len(sends)
         self._unmarked.extend(s.message.id for s in sends)
 
@@ -397,8 +395,7 @@ class Engine:
         """Send committed messages now and record them as sent (start-up path)."""
         if not sends:
             return
-        for s in sends:
-            await self.transport.send(s.participant, s.message.raw)
+        await self.transport.send_many([(s.participant, s.message.raw) for s in sends])
         self.stats.messages_out += len(sends)
         await self.store.mark_sent([s.message.id for s in sends], self.clock())
 
@@ -429,12 +426,13 @@ class Engine:
         resends: dict[tuple[str, str], list[ArchivedMessage]],
     ) -> None:
         sha = ready.digest
+        hdr = ready.header
         inbound = ArchivedMessage(
             id=self._ids(),
             direction=Direction.IN,
             participant=d.sender,
-            msg_type="unknown",
-            biz_msg_id=None,
+            msg_type=ready.mtype.value if ready.mtype is not None else "unknown",
+            biz_msg_id=hdr.biz_msg_idr if hdr is not None else None,
             sha256=sha,
             raw=d.data,
             at=now,
@@ -451,10 +449,6 @@ class Engine:
             text = ready.unusable or "unusable message"
             self._reject_message(d.sender, inbound, "unusable", text, now, work)
             return
-        hdr = ready.header
-        inbound = replace(
-            inbound, msg_type=ready.mtype.value, biz_msg_id=hdr.biz_msg_idr if hdr else None
-        )
         work.batch.messages.append(inbound)
         if d.sender not in self.ctx.directory:
             log.warning("message from unknown participant %s archived and ignored", d.sender)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 from collections.abc import Callable
@@ -127,7 +128,10 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         stop.set()
 
     lock.watch(on_lost)
-    amqp = AmqpSettings.from_pki(svc.pki_dir, switch_id, host=svc.amqp_host, port=svc.amqp_port)
+    amqp = dataclasses.replace(
+        AmqpSettings.from_pki(svc.pki_dir, switch_id, host=svc.amqp_host, port=svc.amqp_port),
+        vhost=svc.amqp_vhost,
+    )
     transport = AmqpSwitchTransport(amqp, switch_id)
     try:
         await transport.open()

@@ -489,6 +489,13 @@ class AmqpSwitchTransport:
         """Publish `data` to `participant`'s queue and wait for the broker's confirm."""
         await self._link.publish(OUTBOUND_EXCHANGE, participant, _persistent(data, self.switch_id))
 
+    async def send_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        """Publish all of `messages` at once, then wait for all the broker's confirms.
+
+        Waiting for each confirm in turn would cost one round trip per message.
+        """
+        await asyncio.gather(*(self.send(participant, data) for participant, data in messages))
+
 
 class AmqpParticipantChannel:
     """A bank's side: publish to `rtpswitch.inbound`, consume `participant.<ID>`.

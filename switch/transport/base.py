@@ -39,6 +39,10 @@ class SwitchTransport(Protocol):
         """Hand `data` to `participant`'s queue."""
         ...
 
+    async def send_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        """Hand each (participant, data) of `messages` over, in order; return when all are."""
+        ...
+
 
 class ParticipantChannel(Protocol):
     """A bank's side: send to the switch, receive from its own queue."""

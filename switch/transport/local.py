@@ -65,6 +65,12 @@ class LocalSwitchTransport:
         """Put `data` on `participant`'s queue."""
         self._net.queue(participant).put_nowait(data)
 
+    async def send_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        """Put each message on its participant's queue, in order."""
+        queue = self._net.queue
+        for participant, data in messages:
+            queue(participant).put_nowait(data)
+
 
 class LocalChannel:
     """One participant's side of a LocalNetwork."""
