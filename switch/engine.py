@@ -332,16 +332,18 @@ class Engine:
         resends: dict[tuple[str, str], list[ArchivedMessage]],
         now: datetime,
     ) -> None:
-        """Decide `deliveries` and due deadlines, into memory and into `work` for the store.
+        """Decide due deadlines and `deliveries`, into memory and into `work` for the store.
 
+        Deadlines due by `now` (when the batch was received) expire first, so an answer
+        that arrived after its payment's deadline is late even when both fall in one batch.
         Deciding yields to the event loop every few messages so that the previous batch's
         commit, a conversation of several round trips, advances meanwhile.
         """
+        self._expire(now, work)
         for i, (d, ready) in enumerate(zip(deliveries, prepared, strict=True)):
             self._handle(d, ready, now, work, resends)
             if i % _YIELD_EVERY == _YIELD_EVERY - 1:
                 await asyncio.sleep(0)
-        self._expire(now, work)
 
     def _begin(self, work: _Work, deliveries: Sequence[Delivery]) -> _Pending:
         """Start committing `work` (with the sent marks of the batches before it)."""

@@ -723,10 +723,6 @@ def ensure_definitions(node: BrokerNode, switch_id: str, participants: Sequence[
     users = {u["name"] for u in wanted["users"]}
     for extra in sorted({str(u.get("name")) for u in actual.get("users", [])} - users):
         changes += cut_off(node, extra, reason="not provisioned")
-    for perm in actual.get("permissions", []):
-        if perm.get("user") in users and perm.get("vhost") != node.vhost:
-            ctl(node, "-q", "clear_permissions", "-p", str(perm["vhost"]), str(perm["user"]))
-            changes.append(f"cleared permissions of {perm['user']} on vhost {perm['vhost']}")
     return changes
 
 

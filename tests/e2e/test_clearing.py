@@ -69,6 +69,23 @@ async def test_timeout_rejects_to_both_and_late_answer_changes_nothing(switch: S
     assert switch.available(A) == OPEN and switch.available(B) == OPEN
 
 
+async def test_an_answer_after_the_deadline_is_late_even_in_the_same_batch(
+    switch: Switch,
+) -> None:
+    await switch.send(A, pacs008(A, B, amount="7.00"))
+    fwd = await switch.receive(B)
+    await switch.halt()
+    await asyncio.sleep(switch.settings.response_timeout + 0.2)
+    # The answer and the due deadline reach the engine together, in its first batch.
+    await switch.send(B, pacs002(B, fwd, "ACSP"))
+    await switch.start()
+    assert status_of(await switch.receive(A)) == ("RJCT", ("AB05",))
+    assert status_of(await switch.receive(B)) == ("RJCT", ("AB05",))
+    late = await switch.receive(B)
+    assert isinstance(late.view, views.MessageReject)
+    assert switch.available(A) == OPEN and switch.available(B) == OPEN
+
+
 async def test_second_answer_gets_admi002(switch: Switch) -> None:
     await switch.send(A, pacs008(A, B))
     fwd = await switch.receive(B)
