@@ -1,4 +1,10 @@
-"""`rtpswitch bench`: clearing throughput and latency through the real engine and store."""
+"""`rtpswitch bench`: clearing throughput and latency through the real engine and store.
+
+`--stack embedded|postgres`: the engine and the simulated banks in this process, on the
+in-process transport. `--stack full`: the switch as its own process on PostgreSQL and
+the mutual-TLS broker, the banks signing and verifying over AMQP, and the broker's own
+ceiling measured in the same run (see `simulators.fullstack`).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,8 @@ from typing import Any
 from switch.settings import SettingsError, load_settings
 
 DEFAULT_PG_DB = "rtpswitch_bench"
+FULL_WINDOW = 200
+"""Payments in flight in the full stack's closed loop (unless --window says otherwise)."""
 
 
 async def _postgres_url(name: str) -> str:
@@ -30,6 +38,10 @@ def run(args: argparse.Namespace) -> int:
     if args.seconds <= 0:
         print("rtpswitch bench: --seconds must be positive", file=sys.stderr)
         return 2
+    if args.stack == "full":
+        return _run_full(args)
+    if args.window is None:
+        args.window = 1000
     with tempfile.TemporaryDirectory(prefix="rtpswitch-bench-") as tmp:
         store = args.store
         if store is None:
@@ -62,14 +74,84 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_full(args: argparse.Namespace) -> int:
+    from simulators.fullstack import FullStackError, run_full_stack
+    from switch.deploy.broker import BrokerError
+    from switch.security.pki import PkiError
+    from switch.transport.amqp import AmqpTransportError
+
+    store = args.store
+    if store is not None and not store.startswith(("postgresql:", "postgres:")):
+        print("rtpswitch bench: --store must be a postgresql:// URL", file=sys.stderr)
+        return 2
+    try:
+        settings = load_settings(args.config)
+        result = run_full_stack(
+            settings,
+            config=args.config,
+            store=store,
+            broker_dir=args.broker_dir,
+            seconds=args.seconds,
+            rate=args.rate,
+            window=args.window or FULL_WINDOW,
+            broker_seconds=args.broker_seconds,
+        )
+    except (SettingsError, ValueError) as exc:
+        print(f"rtpswitch bench: {exc}", file=sys.stderr)
+        return 2
+    except (FullStackError, BrokerError, PkiError, AmqpTransportError, OSError) as exc:
+        print(f"rtpswitch bench: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        json.dump(result.as_json(), sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        print(
+            f"{result.payments} payments in {result.seconds:.1f} s through the switch process, "
+            f"{result.broker} and {result.store} ({result.mode}): "
+            f"{result.payments_per_second:.0f} payments/s, p50 {result.p50_ms:.1f} ms, "
+            f"p99 {result.p99_ms:.1f} ms, {result.db_transactions_per_payment:.3f} DB "
+            f"transactions per payment; broker ceiling {result.broker_msgs_per_second:.0f} "
+            f"msg/s ({result.broker_message_bytes} B, confirms on), "
+            f"{result.messages_per_payment:.2f} messages per payment, "
+            f"ratio {result.broker_ratio:.2f}"
+        )
+        cpu = ", ".join(f"{k} {v:.2f}" for k, v in result.cpu_ms_per_payment.items())
+        print(f"CPU ms per payment: {cpu}")
+    if result.unfinished or result.rejected:
+        print(
+            f"rtpswitch bench: {result.unfinished} payments without a final status, "
+            f"{result.rejected} rejected (of {result.payments_total})",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
 def register(sub: Any) -> None:
     """Add the `bench` sub-command."""
     p = sub.add_parser("bench", help="measure clearing throughput and latency")
-    p.add_argument("--stack", choices=("embedded", "postgres"), default="embedded")
+    p.add_argument("--stack", choices=("embedded", "postgres", "full"), default="embedded")
     p.add_argument("--store", help="store URL (default: a fresh SQLite file / test database)")
     p.add_argument("--seconds", type=float, default=10.0, help="measured duration")
     p.add_argument("--rate", type=float, help="open loop at this many payments/s")
-    p.add_argument("--window", type=int, default=1000, help="payments in flight (closed loop)")
+    p.add_argument(
+        "--window",
+        type=int,
+        help=f"payments in flight (closed loop; default 1000, full stack {FULL_WINDOW})",
+    )
+    p.add_argument(
+        "--broker-seconds",
+        type=float,
+        default=3.0,
+        help="full stack: how long the broker's ceiling is measured",
+    )
+    p.add_argument(
+        "--broker-dir",
+        type=Path,
+        default=Path("var/rabbitmq"),
+        help="full stack: the broker node's files (as for scripts/bringup)",
+    )
     p.add_argument("--config", type=Path, help="switch configuration (TOML)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=run)
