@@ -6,8 +6,10 @@ leader lock, onboarding, engine with message security, PostgreSQL store, AMQP ov
 mutual TLS) in a process of its own, with its own interpreter (and the reader process
 its engine starts). The four banks run in this process: each is a `SimulatedBank` over
 a `participants.connector.BankConnector` (its own TLS certificate and connection,
-signing everything it sends and verifying everything it receives), and they are driven
-as `simulators.load` drives its banks: closed loop (`window` payments in flight, the
+signing everything it sends and verifying everything it receives) that handles each
+message from the switch as it arrives (not one after the other, which would make each
+bank wait for the broker's confirm of every answer before taking the next message), and
+they are driven as `simulators.load` drives its banks: closed loop (`window` payments in flight, the
 highest sustainable throughput) or open loop (`rate` payments/s, latency at a given
 load). Latency is measured at the debtor bank, from handing its pacs.008 to the
 connector (signing and the broker's confirm included) to its verified ACSC.
@@ -752,6 +754,32 @@ def _broker_pid(node: BrokerNode) -> int | None:
         return None
 
 
+async def _answering(bank: SimulatedBank, channel: BankConnector) -> None:
+    """Receive from the switch and hand each message to `bank`, not waiting for one to be
+    handled (answered, which waits for the broker's confirm) before taking the next, as
+    a bank's connector would; `SimulatedBank.run` handles one message at a time, which
+    over the broker makes each bank a queue of its own. Until cancelled."""
+    handling: set[asyncio.Task[None]] = set()
+
+    async def handle(data: bytes) -> None:
+        try:
+            await bank.handle(data)
+        except Exception as exc:  # ends the run (see `_watched`)
+            bank.counters["errors"] += 1
+            bank.errors.append(exc)
+
+    try:
+        while True:
+            data = await channel.receive()
+            if data is not None:
+                task = asyncio.create_task(handle(data))
+                handling.add(task)
+                task.add_done_callback(handling.discard)
+    finally:
+        for task in handling:
+            task.cancel()
+
+
 async def _watched(
     driving: Awaitable[_Driven],
     switch: SwitchProcess,
@@ -828,7 +856,9 @@ async def _payments(
                     switch=switch_agent,
                 )
             )
-        tasks = [asyncio.create_task(b.run()) for b in banks]
+        tasks = [
+            asyncio.create_task(_answering(b, c)) for b, c in zip(banks, connectors, strict=True)
+        ]
         await meter.open()
         await asyncio.sleep(_STATS_FLUSH)
         xact0 = await meter.xact_commits()
@@ -855,12 +885,10 @@ async def _payments(
     finally:
         with contextlib.suppress(Exception):
             await meter.close()
-        for b in banks:
-            b.stop()
+        for t in tasks:
+            t.cancel()
         if tasks:
-            _, stuck = await asyncio.wait(tasks, timeout=_STOP_TIMEOUT)
-            for t in stuck:
-                t.cancel()
+            await asyncio.wait(tasks, timeout=_STOP_TIMEOUT)
         for c in connectors:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(c.close(), _STOP_TIMEOUT)
