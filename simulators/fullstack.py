@@ -60,6 +60,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -99,7 +100,10 @@ _STATS_FLUSH: Final = 1.2
 """Idle PostgreSQL backends publish their statistics within a second (PostgreSQL 15)."""
 _CEILING_WARMUP: Final = 0.5
 _CEILING_INFLIGHT: Final = 16
-"""Publishes in flight per bank connection while measuring the broker's ceiling."""
+"""Publishes awaiting their confirm per bank connection while measuring the ceiling."""
+_CEILING_WINDOW: Final = 256
+"""Messages published and not yet consumed, at most, while measuring the ceiling: the
+queue stays short, as in the payments (a growing backlog slows the broker down)."""
 _DRAIN_TIMEOUT: Final = 10.0
 
 
@@ -288,10 +292,11 @@ def _ceiling_consumer(
     switch_id: str,
     ready: MpEvent,
     stop: MpEvent,
+    consumed: Synchronized[int],
     out: MpQueue[list[tuple[float, int]]],
 ) -> None:
-    """Child process: consume the switch's queue as the switch does until `stop`;
-    put (monotonic time, messages) of every batch taken on `out`."""
+    """Child process: consume the switch's queue as the switch does until `stop`, counting
+    in `consumed`; put (monotonic time, messages) of every batch taken on `out`."""
     from switch.transport.amqp import AmqpSwitchTransport
 
     async def consume() -> list[tuple[float, int]]:
@@ -303,6 +308,7 @@ def _ceiling_consumer(
                 if batch:
                     seen.append((time.monotonic(), len(batch)))
                     await switch.ack(batch)
+                    consumed.value += len(batch)
         return seen
 
     out.put(asyncio.run(consume()))
@@ -340,17 +346,22 @@ async def broker_ceiling(
     payload: bytes,
     seconds: float,
 ) -> float:
-    """Messages/s from bank connections through the switch's queue to a switch consumer."""
+    """Messages/s from bank connections through the switch's queue to a switch consumer.
+
+    The banks publish as fast as the broker confirms, but no more than `_CEILING_WINDOW`
+    messages ahead of the consumer.
+    """
     from switch.transport.amqp import AmqpParticipantChannel
 
     pki_dir = settings.service.pki_dir
     switch_id = settings.scheme.switch_bicfi
     ctx = multiprocessing.get_context("spawn")
     ready, stop = ctx.Event(), ctx.Event()
+    consumed = ctx.Value("q", 0, lock=False)
     out: MpQueue[list[tuple[float, int]]] = ctx.Queue()
     consumer = ctx.Process(
         target=_ceiling_consumer,
-        args=(_amqp(pki_dir, switch_id, node), switch_id, ready, stop, out),
+        args=(_amqp(pki_dir, switch_id, node), switch_id, ready, stop, consumed, out),
         name="bench broker consumer",
         daemon=True,
     )
@@ -367,20 +378,32 @@ async def broker_ceiling(
                 )
         for ch in channels:
             await ch.open()
-        done = False
+        credits = asyncio.Semaphore(_CEILING_WINDOW)
 
         async def pump(ch: AmqpParticipantChannel) -> None:
-            while not done:
+            while True:
+                await credits.acquire()
                 await ch.send(payload)
 
+        async def refill() -> None:
+            seen = 0
+            while True:
+                now = consumed.value
+                for _ in range(now - seen):
+                    credits.release()
+                seen = now
+                await asyncio.sleep(0.001)
+
         pumps = [asyncio.create_task(pump(ch)) for ch in channels for _ in range(_CEILING_INFLIGHT)]
+        pumps.append(asyncio.create_task(refill()))
         try:
-            await asyncio.sleep(_CEILING_WARMUP)
+            await asyncio.wait(pumps, timeout=_CEILING_WARMUP, return_when=asyncio.FIRST_EXCEPTION)
             t0 = time.monotonic()
-            await asyncio.sleep(seconds)
+            await asyncio.wait(pumps, timeout=seconds, return_when=asyncio.FIRST_EXCEPTION)
             t1 = time.monotonic()
         finally:
-            done = True
+            for p in pumps:
+                p.cancel()
             await asyncio.gather(*pumps, return_exceptions=True)
         for p in pumps:
             failed = None if p.cancelled() else p.exception()
