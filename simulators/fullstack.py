@@ -575,13 +575,6 @@ class SwitchProcess:
 # --- the payments ---------------------------------------------------------------------------
 
 
-def _percentile(sorted_ms: list[float], q: float) -> float:
-    if not sorted_ms:
-        return 0.0
-    i = min(len(sorted_ms) - 1, max(0, round(q * (len(sorted_ms) - 1))))
-    return sorted_ms[i]
-
-
 @dataclass(slots=True)
 class _Driven:
     latencies: list[float]
@@ -935,6 +928,8 @@ async def _run(
     broker_seconds: float,
     on_switch_started: Callable[[int], None] | None = None,
 ) -> FullStackResult:
+    from simulators.load import percentile
+
     svc = settings.service
     switch_id = settings.scheme.switch_bicfi
     bank_ids = [b for b, _, _ in banks_spec]
@@ -969,8 +964,8 @@ async def _run(
         payments=driven.measured,
         seconds=driven.elapsed,
         payments_per_second=driven.measured / driven.elapsed if driven.elapsed else 0.0,
-        p50_ms=_percentile(driven.latencies, 0.50),
-        p99_ms=_percentile(driven.latencies, 0.99),
+        p50_ms=percentile(driven.latencies, 0.50),
+        p99_ms=percentile(driven.latencies, 0.99),
         db_transactions_per_payment=tx_per_payment,
         broker_msgs_per_second=ceiling,
         broker_message_bytes=len(payload),

@@ -67,7 +67,8 @@ class BenchResult:
         }
 
 
-def _percentile(sorted_ms: list[float], q: float) -> float:
+def percentile(sorted_ms: list[float], q: float) -> float:
+    """The `q` quantile (nearest rank) of ascending `sorted_ms`; 0 when empty."""
     if not sorted_ms:
         return 0.0
     i = min(len(sorted_ms) - 1, max(0, round(q * (len(sorted_ms) - 1))))
@@ -163,8 +164,8 @@ async def run_load(
         payments=measured,
         seconds=elapsed,
         payments_per_second=measured / elapsed if elapsed else 0.0,
-        p50_ms=_percentile(latencies, 0.50),
-        p99_ms=_percentile(latencies, 0.99),
+        p50_ms=percentile(latencies, 0.50),
+        p99_ms=percentile(latencies, 0.99),
         db_transactions_per_payment=tx / measured if measured else 0.0,
         db_round_trips_per_payment=rt / measured if measured else 0.0,
         mode=f"open loop at {rate:g}/s" if rate is not None else f"closed loop, window {window}",
