@@ -49,6 +49,8 @@ MESSAGES: Final = (
     "pacs.028.001.03",
     "admi.002.001.01",
     "admi.004.001.02",
+    "acmt.023.001.04",
+    "acmt.024.001.04",
 )
 """Message definitions the scheme publishes a usage guideline for."""
 
@@ -66,6 +68,18 @@ RULE_SETTLEMENT_METHOD: Final = (
 )
 RULE_CHARGE_BEARER: Final = "RULEBOOK §2: ChrgBr is SLEV, charges follow the service level."
 RULE_UETR: Final = "RULEBOOK §2: the UETR is mandatory."
+RULE_ALIAS: Final = (
+    "RULEBOOK §5: a lookup (acmt.023) names the alias to resolve as the proxy of the "
+    "account to verify, with its type (Prtry VPA or EVP, Cd EMAL or TELE) and its id."
+)
+RULE_LOOKUP_ANSWER: Final = (
+    "RULEBOOK §5: a lookup answer (acmt.024) names the lookup (acmt.023) it answers by "
+    "its message id."
+)
+# Not narrowed by the schema, because the tool narrows no choice and no maxOccurs: the
+# assigner and assignee of acmt.023/acmt.024 are agents (Assgnr/Agt, Assgne/Agt, not
+# Pty), and a real-time lookup holds one verification. Both are business rules of the
+# switch (the typed view refuses a party where an agent is needed).
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -204,6 +218,36 @@ NARROWINGS: Final[tuple[Narrowing, ...]] = (
         path="Document/FIToFICstmrCdtTrf/CdtTrfTxInf/ChrgBr",
         type="SchemeChargeBearerType1Code",
         rule=RULE_CHARGE_BEARER,
+    ),
+    Narrowing(
+        message="acmt.023.001.04",
+        path="Document/IdVrfctnReq/Vrfctn/PtyAndAcctId/Acct",
+        min_occurs=1,
+        rule=RULE_ALIAS,
+    ),
+    Narrowing(
+        message="acmt.023.001.04",
+        path="Document/IdVrfctnReq/Vrfctn/PtyAndAcctId/Acct/Prxy",
+        min_occurs=1,
+        rule=RULE_ALIAS,
+    ),
+    Narrowing(
+        message="acmt.023.001.04",
+        path="Document/IdVrfctnReq/Vrfctn/PtyAndAcctId/Acct/Prxy/Tp",
+        min_occurs=1,
+        rule=RULE_ALIAS,
+    ),
+    Narrowing(
+        message="acmt.024.001.04",
+        path="Document/IdVrfctnRpt/OrgnlAssgnmt",
+        min_occurs=1,
+        rule=RULE_LOOKUP_ANSWER,
+    ),
+    Narrowing(
+        message="acmt.024.001.04",
+        path="Document/IdVrfctnRpt/OrgnlAssgnmt/MsgId",
+        min_occurs=1,
+        rule=RULE_LOOKUP_ANSWER,
     ),
 )
 """Element narrowings, applied in this order."""

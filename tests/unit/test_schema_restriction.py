@@ -135,18 +135,24 @@ def test_generated_schema_header_and_annotations(message: str) -> None:
             assert narrowing.path in str(header.text)
     for new in usage_guideline.NEW_TYPES:
         if new.message == message:
-            assert "RULEBOOK §2" in text_of(named(tree.getroot(), new.name))
+            assert new.rule.startswith("RULEBOOK §")
+            assert new.rule in text_of(named(tree.getroot(), new.name))
     annotated = [
         decl
         for decl in tree.getroot().iter(f"{XS}element")
         if decl.find(f"{XS}annotation") is not None
     ]
+    rules: dict[str, set[str]] = {}
+    for n in usage_guideline.NARROWINGS:
+        if n.message == message:
+            assert n.rule.startswith("RULEBOOK §")
+            rules.setdefault(n.path.rsplit("/", 1)[1], set()).add(n.rule)
     paths = {n.path for n in usage_guideline.NARROWINGS if n.message == message}
     assert sorted(str(d.get("name")) for d in annotated) == sorted(
         p.rsplit("/", 1)[1] for p in paths
     )
     for decl in annotated:
-        assert "RULEBOOK §2" in text_of(decl)
+        assert any(rule in text_of(decl) for rule in rules[str(decl.get("name"))])
 
 
 SHARED_BASE = b"""<?xml version="1.0" encoding="UTF-8"?>
