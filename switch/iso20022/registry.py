@@ -33,6 +33,8 @@ class MessageType(StrEnum):
     PACS_028 = "pacs.028.001.03"
     ADMI_002 = "admi.002.001.01"
     ADMI_004 = "admi.004.001.02"
+    ACMT_023 = "acmt.023.001.04"
+    ACMT_024 = "acmt.024.001.04"
 
     @property
     def namespace(self) -> str:

@@ -231,6 +231,73 @@ class SystemEvent:
     time: str | None
 
 
+@view
+class IdentificationVerification:
+    """One verification of an acmt.023 (Vrfctn): the alias whose owner is asked for.
+
+    `end_user` identifies the requesting bank's customer who asked, when the bank names
+    one (RULEBOOK §5: the directory's per-end-user token bucket). ISO 20022 has no
+    per-verification element for the asker: it is the message's creator
+    (`Assgnmt/Cretr/Pty/Id/PrvtId/Othr/Id`, or `OrgId/Othr/Id` for a business customer;
+    the scheme writes `SchmeNm/Cd` `CUST`, the bank's customer number), so it is the same
+    for every verification of one message.
+    """
+
+    id: str
+    proxy: Proxy
+    end_user: str | None
+
+
+@view
+class IdentificationVerificationRequest:
+    """An acmt.023.001.04 IdentificationVerificationRequest: an alias lookup (RULEBOOK §5).
+
+    The assigner is the asking participant and the assignee the switch; in this scheme
+    both are agents (`Agt`), never a party (`Pty`). `end_user` is read from
+    `Assgnmt/Cretr` (see `IdentificationVerification`).
+    """
+
+    msg_id: str
+    created: str
+    assigner: Agent
+    assignee: Agent
+    end_user: str | None
+    verifications: tuple[IdentificationVerification, ...]
+
+
+@view
+class VerificationReport:
+    """One report of an acmt.024 (Rpt): the answer to one verification of an acmt.023.
+
+    `verified` says whether the alias resolves. When it does, `agent` is the owning
+    participant and `name` the owner's masked name (`UpdtdPtyAndAcctId/Agt` and
+    `UpdtdPtyAndAcctId/Pty/Nm`); the account number is never reported (RULEBOOK §5).
+    `reason` is the code of a negative answer (e.g. BE23, alias not found); `proxy` is the
+    alias asked about, when the report repeats it (`OrgnlPtyAndAcctId/Acct/Prxy`). The
+    builder of acmt.024 takes these views as its input.
+    """
+
+    original_id: str
+    verified: bool
+    reason: str | None = None
+    proxy: Proxy | None = None
+    agent: Agent | None = None
+    name: str | None = None
+
+
+@view
+class IdentificationVerificationReport:
+    """An acmt.024.001.04 IdentificationVerificationReport: the answer to an alias lookup."""
+
+    msg_id: str
+    created: str
+    assigner: Agent
+    assignee: Agent
+    original_msg_id: str
+    original_created: str | None
+    reports: tuple[VerificationReport, ...]
+
+
 class _Names(dict[str, str]):
     """Qualified tag names of one namespace, computed on first use: `n["MsgId"]`."""
 
@@ -331,17 +398,20 @@ def _account(n: _Names, el: etree._Element | None) -> Account | None:
     ident = _kids(k.get(n["Id"]))
     iban = _text(ident, n["IBAN"])
     other = _text(_kids(ident.get(n["Othr"])), n["Id"])
-    proxy = None
-    prxy_el = k.get(n["Prxy"])
-    if prxy_el is not None:
-        prxy = _kids(prxy_el)
-        tp = _kids(prxy.get(n["Tp"]))
-        proxy = Proxy(
-            type_code=_text(tp, n["Cd"]),
-            type_proprietary=_text(tp, n["Prtry"]),
-            id=_need_text(prxy, n["Id"]),
-        )
-    return Account(iban=iban, other_id=other, proxy=proxy)
+    return Account(iban=iban, other_id=other, proxy=_proxy(n, k.get(n["Prxy"])))
+
+
+def _proxy(n: _Names, el: etree._Element | None) -> Proxy | None:
+    """Proxy from a ProxyAccountIdentification1 (`Prxy`) element."""
+    if el is None:
+        return None
+    prxy = _kids(el)
+    tp = _kids(prxy.get(n["Tp"]))
+    return Proxy(
+        type_code=_text(tp, n["Cd"]),
+        type_proprietary=_text(tp, n["Prtry"]),
+        id=_need_text(prxy, n["Id"]),
+    )
 
 
 def header(el: etree._Element) -> Header:
@@ -536,7 +606,97 @@ def system_event(doc: etree._Element) -> SystemEvent:
     )
 
 
-View = CreditTransfer | StatusReport | StatusRequest | MessageReject | SystemEvent
+def _party_agent(n: _Names, k: _Kids, name: str) -> Agent:
+    """The agent of a Party50Choice (`Assgnr`, `Assgne`): the scheme's parties are agents."""
+    agent = _agent(n, _kids(_need(k, n[name])).get(n["Agt"]))
+    if agent is None:
+        raise ViewError(f"{name} names no agent (Agt) by BICFI or clearing system member id")
+    return agent
+
+
+def _end_user(n: _Names, creator: etree._Element | None) -> str | None:
+    """The end user's id in a Party50Choice (`Cretr/Pty/Id/PrvtId|OrgId/Othr/Id`), if any."""
+    ident = _kids(_kids(_kids(creator).get(n["Pty"])).get(n["Id"]))
+    for kind in ("PrvtId", "OrgId"):
+        found = ident.get(n[kind])
+        if found is not None:
+            other = next(found.iterchildren(n["Othr"]), None)
+            return _text(_kids(other), n["Id"])
+    return None
+
+
+def identification_verification_request(doc: etree._Element) -> IdentificationVerificationRequest:
+    """The typed view of an acmt.023.001.04 Document."""
+    n = _NAMES[MessageType.ACMT_023]
+    body_el = _need(_kids(doc), n["IdVrfctnReq"])
+    asg = _kids(_need(_kids(body_el), n["Assgnmt"]))
+    end_user = _end_user(n, asg.get(n["Cretr"]))
+    verifications: list[IdentificationVerification] = []
+    for vrf in body_el.iterchildren(n["Vrfctn"]):
+        k = _kids(vrf)
+        acct = _kids(_need(_kids(_need(k, n["PtyAndAcctId"])), n["Acct"]))
+        proxy = _proxy(n, _need(acct, n["Prxy"]))
+        assert proxy is not None
+        verifications.append(
+            IdentificationVerification(id=_need_text(k, n["Id"]), proxy=proxy, end_user=end_user)
+        )
+    return IdentificationVerificationRequest(
+        msg_id=_need_text(asg, n["MsgId"]),
+        created=_need_text(asg, n["CreDtTm"]),
+        assigner=_party_agent(n, asg, "Assgnr"),
+        assignee=_party_agent(n, asg, "Assgne"),
+        end_user=end_user,
+        verifications=tuple(verifications),
+    )
+
+
+_TRUE: Final = frozenset(("true", "1"))
+"""The lexical forms of an xs:boolean true (the others, "false" and "0", are false)."""
+
+
+def identification_verification_report(doc: etree._Element) -> IdentificationVerificationReport:
+    """The typed view of an acmt.024.001.04 Document."""
+    n = _NAMES[MessageType.ACMT_024]
+    body_el = _need(_kids(doc), n["IdVrfctnRpt"])
+    body = _kids(body_el, (n["Assgnmt"], n["OrgnlAssgnmt"]))
+    asg = _kids(_need(body, n["Assgnmt"]))
+    orig = _kids(_need(body, n["OrgnlAssgnmt"]))
+    reports: list[VerificationReport] = []
+    for rpt in body_el.iterchildren(n["Rpt"]):
+        k = _kids(rpt)
+        rsn = _kids(k.get(n["Rsn"]))
+        asked = _kids(_kids(k.get(n["OrgnlPtyAndAcctId"])).get(n["Acct"]))
+        found = _kids(k.get(n["UpdtdPtyAndAcctId"]))
+        reports.append(
+            VerificationReport(
+                original_id=_need_text(k, n["OrgnlId"]),
+                verified=_need_text(k, n["Vrfctn"]) in _TRUE,
+                reason=_text(rsn, n["Cd"]) or _text(rsn, n["Prtry"]),
+                proxy=_proxy(n, asked.get(n["Prxy"])),
+                agent=_agent(n, found.get(n["Agt"])),
+                name=_text(_kids(found.get(n["Pty"])), n["Nm"]),
+            )
+        )
+    return IdentificationVerificationReport(
+        msg_id=_need_text(asg, n["MsgId"]),
+        created=_need_text(asg, n["CreDtTm"]),
+        assigner=_party_agent(n, asg, "Assgnr"),
+        assignee=_party_agent(n, asg, "Assgne"),
+        original_msg_id=_need_text(orig, n["MsgId"]),
+        original_created=_text(orig, n["CreDtTm"]),
+        reports=tuple(reports),
+    )
+
+
+View = (
+    CreditTransfer
+    | StatusReport
+    | StatusRequest
+    | MessageReject
+    | SystemEvent
+    | IdentificationVerificationRequest
+    | IdentificationVerificationReport
+)
 
 
 def document_view(msg: Message) -> View | None:
@@ -554,4 +714,6 @@ _READERS: Final[dict[MessageType, Callable[[etree._Element], View]]] = {
     MessageType.PACS_028: status_request,
     MessageType.ADMI_002: message_reject,
     MessageType.ADMI_004: system_event,
+    MessageType.ACMT_023: identification_verification_request,
+    MessageType.ACMT_024: identification_verification_report,
 }
