@@ -16,13 +16,14 @@ from __future__ import annotations
 import copy
 import functools
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Final
 
 from lxml import etree
 
 from switch.iso20022.registry import ENVELOPE_NS, MessageType
-from switch.iso20022.views import USABA, Agent
+from switch.iso20022.views import USABA, Agent, Proxy, VerificationReport
 
 _ESCAPES: Final = str.maketrans(
     {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\r": "&#13;"}
@@ -84,6 +85,26 @@ class _Writer:
             self.parts.append(f"<{tag}>")
             self.fin_instn_id(agent)
             self.parts.append(f"</{tag}>")
+
+    def party_agent(self, tag: str, agent: Agent) -> None:
+        """A Party50Choice (`Assgnr`, `Assgne`, ...) naming an agent."""
+        self.parts.append(f"<{tag}><Agt>")
+        self.fin_instn_id(agent)
+        self.parts.append(f"</Agt></{tag}>")
+
+    def proxy(self, proxy: Proxy) -> None:
+        """A ProxyAccountIdentification1 (`Prxy`): type code or proprietary type, and id."""
+        self.parts.append("<Prxy>")
+        if proxy.type_code is not None:
+            self.parts.append("<Tp>")
+            self.leaf("Cd", proxy.type_code)
+            self.parts.append("</Tp>")
+        elif proxy.type_proprietary is not None:
+            self.parts.append("<Tp>")
+            self.leaf("Prtry", proxy.type_proprietary)
+            self.parts.append("</Tp>")
+        self.leaf("Id", proxy.id)
+        self.parts.append("</Prxy>")
 
     def done(self, root: str) -> bytes:
         self.parts.append(f"</{root}>")
@@ -173,7 +194,7 @@ def forward_credit_transfer(
     """The forwarding copy of a one-transaction pacs.008 Document, agents and account updated.
 
     The copy keeps every element the debtor agent sent. When the switch resolved an alias
-    it names the real creditor agent (in `CdtrAgt` and `InstdAgt`) and the real account
+    it names the real creditor agent (in `CdtrAgt` and each `InstdAgt`) and the real account
     (`CdtrAcct/Id/Othr/Id`); the alias itself stays in `CdtrAcct/Prxy`.
     """
     if creditor_agent is None and creditor_account_id is None and instructed_agent is None:
@@ -186,7 +207,11 @@ def forward_credit_transfer(
     if creditor_agent is not None:
         _replace_agent(tx, q, "CdtrAgt", creditor_agent)
     if instructed_agent is not None:
-        _replace_agent(tx, q, "InstdAgt", instructed_agent)
+        # The instructed agent may be named in the group header, the transaction, or both.
+        grp = doc.find(f"{q}FIToFICstmrCdtTrf/{q}GrpHdr")
+        for parent in (grp, tx):
+            if parent is not None and parent.find(q + "InstdAgt") is not None:
+                _replace_agent(parent, q, "InstdAgt", instructed_agent)
     if creditor_account_id is not None:
         other_id = tx.find(f"{q}CdtrAcct/{q}Id/{q}Othr/{q}Id")
         if other_id is None:
@@ -247,6 +272,69 @@ def system_event(
         w.leaf("EvtDesc", description[:1000])
     w.leaf("EvtTm", iso_datetime(time))
     w.parts.append("</EvtInf></SysEvtNtfctn>")
+    return w.done("Document")
+
+
+def identification_verification_report(
+    *,
+    msg_id: str,
+    created: datetime,
+    original_msg_id: str,
+    original_created: datetime | str | None = None,
+    assigner: Agent,
+    assignee: Agent,
+    reports: Sequence[VerificationReport],
+) -> bytes:
+    """An acmt.024.001.04 Document answering the alias lookup (acmt.023) `original_msg_id`.
+
+    One `Rpt` per report, in order: the verification's id, whether the alias resolved, the
+    reason code of a negative answer, the alias asked about (when the report names it),
+    and for a found alias the owning participant (`UpdtdPtyAndAcctId/Agt`) and the masked
+    name (`UpdtdPtyAndAcctId/Pty/Nm`); never an account number (RULEBOOK §5). The
+    assigner is the switch and the assignee the participant that asked. `original_created`
+    is the lookup's `CreDtTm`: a datetime, or the text the view read, written as it is.
+    A reason of up to 4 characters is an ISO code (`Rsn/Cd`); a longer one is proprietary.
+    """
+    if not reports:
+        raise ValueError("an acmt.024 reports at least one verification")
+    w = _Writer("Document", MessageType.ACMT_024.namespace)
+    w.parts.append("<IdVrfctnRpt><Assgnmt>")
+    w.leaf("MsgId", msg_id)
+    w.leaf("CreDtTm", iso_datetime(created))
+    w.party_agent("Assgnr", assigner)
+    w.party_agent("Assgne", assignee)
+    w.parts.append("</Assgnmt><OrgnlAssgnmt>")
+    w.leaf("MsgId", original_msg_id)
+    if isinstance(original_created, datetime):
+        w.leaf("CreDtTm", iso_datetime(original_created))
+    else:
+        w.opt("CreDtTm", original_created)
+    w.close("OrgnlAssgnmt")
+    for r in reports:
+        w.open("Rpt")
+        w.leaf("OrgnlId", r.original_id)
+        w.leaf("Vrfctn", "true" if r.verified else "false")
+        if r.reason:
+            w.open("Rsn")
+            if len(r.reason) <= 4:
+                w.leaf("Cd", r.reason)
+            else:
+                w.leaf("Prtry", r.reason[:35])
+            w.close("Rsn")
+        if r.proxy is not None:
+            w.parts.append("<OrgnlPtyAndAcctId><Acct>")
+            w.proxy(r.proxy)
+            w.parts.append("</Acct></OrgnlPtyAndAcctId>")
+        if r.name or r.agent is not None:
+            w.open("UpdtdPtyAndAcctId")
+            if r.name:
+                w.parts.append("<Pty>")
+                w.leaf("Nm", r.name[:140])
+                w.parts.append("</Pty>")
+            w.agent("Agt", r.agent)
+            w.close("UpdtdPtyAndAcctId")
+        w.close("Rpt")
+    w.parts.append("</IdVrfctnRpt>")
     return w.done("Document")
 
 
