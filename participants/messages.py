@@ -3,10 +3,11 @@
 Theory: a participant speaks the same wire format as the switch (RULEBOOK §2): a `BizMsg`
 envelope holding a head.001.001.02 AppHdr then one Document. Two ways to produce it:
 
-* builders (`credit_transfer` and `status_request` with lxml, and `status_report`, which
-  is the message layer's own) return Documents that `envelope` wraps and serialises.
-  They are the reference: the tests validate their output against the scheme schemas and
-  the ISO base schemas.
+* builders (`credit_transfer`, `status_request` and the alias lookup
+  `identification_verification_request` with lxml, and `status_report`, which is the
+  message layer's own) return Documents that `envelope` wraps and serialises. They are
+  the reference: the tests validate their output against the scheme schemas and the ISO
+  base schemas.
 * templates (`CreditTransferTemplate`, `StatusTemplate`) render the same business message
   by string formatting, for load generation: the parts that never change for one sender
   (agents, header parties, namespaces) are rendered once, and each message only formats
@@ -14,7 +15,8 @@ envelope holding a head.001.001.02 AppHdr then one Document. Two ways to produce
   template's output is the builders' output, element for element (canonical XML).
 
 Agents are written as `switch.iso20022.views.Agent` names them: BICFI, USABA member id,
-or both. Callers choose the kind; the builders write what they are given.
+or both. Callers choose the kind; the builders write what they are given. The switch's
+answer to a lookup (acmt.024) is read with `read_identification_verification_report`.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ from zoneinfo import ZoneInfo
 
 from lxml import etree
 
-from switch.iso20022 import build
+from switch.iso20022 import build, views
 from switch.iso20022.build import iso_datetime, status_report
-from switch.iso20022.registry import ENVELOPE_NS, MessageType
+from switch.iso20022.parse import UnusableMessage, parse, validate
+from switch.iso20022.registry import ENVELOPE_NS, MessageType, SchemaRegistry
 from switch.iso20022.views import USABA, Agent, Proxy
 
 __all__ = [
@@ -41,10 +44,13 @@ __all__ = [
     "CreditTransferTemplate",
     "StatusTemplate",
     "agent_xml",
+    "alias_proxy",
     "amount_text",
     "business_date",
     "credit_transfer",
     "envelope",
+    "identification_verification_request",
+    "read_identification_verification_report",
     "status_report",
     "status_request",
 ]
@@ -231,6 +237,89 @@ def status_request(
         _text_el(tx, q + "OrgnlTxId", original_tx_id)
     _text_el(tx, q + "OrgnlUETR", original_uetr)
     return doc
+
+
+ALIAS_TYPE_CODES: Final = frozenset(("EMAL", "TELE"))
+"""Alias types written as an ISO proxy type code (`Prxy/Tp/Cd`, RULEBOOK §5)."""
+ALIAS_TYPE_PROPRIETARY: Final = frozenset(("VPA", "EVP"))
+"""Alias types written as a proprietary proxy type (`Prxy/Tp/Prtry`, RULEBOOK §5)."""
+END_USER_SCHEME: Final = "CUST"
+"""The identification scheme of an end user named in a lookup: the bank's customer number."""
+
+
+def alias_proxy(alias_type: str, alias: str) -> Proxy:
+    """An alias as the scheme writes it: `Tp/Cd` EMAL or TELE, `Tp/Prtry` VPA or EVP."""
+    if alias_type in ALIAS_TYPE_CODES:
+        return Proxy(type_code=alias_type, type_proprietary=None, id=alias)
+    if alias_type in ALIAS_TYPE_PROPRIETARY:
+        return Proxy(type_code=None, type_proprietary=alias_type, id=alias)
+    raise ValueError(f"unknown alias type {alias_type!r}: VPA, EMAL, TELE or EVP")
+
+
+def identification_verification_request(
+    *,
+    msg_id: str,
+    created: datetime,
+    alias_type: str,
+    alias: str,
+    assigner: Agent,
+    assignee: Agent = SWITCH,
+    verification_id: str | None = None,
+    end_user: str | None = None,
+) -> etree._Element:
+    """An acmt.023.001.04 Document asking who owns one alias (RULEBOOK §5).
+
+    The assigner is the asking bank and the assignee the switch. The alias is the proxy
+    of the account to verify; `verification_id` (default: `msg_id`) names the verification
+    in the answer. `end_user`, the bank's customer who asks, is written as the message's
+    creator (`Cretr/Pty/Id/PrvtId/Othr`, scheme `CUST`): the directory rate-limits lookups
+    per end user as well as per bank.
+    """
+    proxy = alias_proxy(alias_type, alias)
+    mtype = MessageType.ACMT_023
+    q = "{" + mtype.namespace + "}"
+    doc = etree.Element(q + "Document", nsmap=_nsmap(mtype.namespace))
+    body = _SUB(doc, q + "IdVrfctnReq")
+    asg = _SUB(body, q + "Assgnmt")
+    _text_el(asg, q + "MsgId", msg_id)
+    _text_el(asg, q + "CreDtTm", iso_datetime(created))
+    if end_user is not None:
+        ident = _SUB(_SUB(_SUB(_SUB(asg, q + "Cretr"), q + "Pty"), q + "Id"), q + "PrvtId")
+        other = _SUB(ident, q + "Othr")
+        _text_el(other, q + "Id", end_user)
+        _text_el(_SUB(other, q + "SchmeNm"), q + "Cd", END_USER_SCHEME)
+    _agent_el(_SUB(asg, q + "Assgnr"), q, "Agt", assigner)
+    _agent_el(_SUB(asg, q + "Assgne"), q, "Agt", assignee)
+    vrf = _SUB(body, q + "Vrfctn")
+    _text_el(vrf, q + "Id", verification_id if verification_id is not None else msg_id)
+    prxy = _SUB(_SUB(_SUB(vrf, q + "PtyAndAcctId"), q + "Acct"), q + "Prxy")
+    if proxy.type_code is not None:
+        _text_el(_SUB(prxy, q + "Tp"), q + "Cd", proxy.type_code)
+    elif proxy.type_proprietary is not None:
+        _text_el(_SUB(prxy, q + "Tp"), q + "Prtry", proxy.type_proprietary)
+    _text_el(prxy, q + "Id", proxy.id)
+    return doc
+
+
+def read_identification_verification_report(
+    data: bytes, registry: SchemaRegistry | None = None
+) -> views.IdentificationVerificationReport:
+    """The switch's answer to a lookup (an acmt.024 business message or bare Document), read.
+
+    The bytes are parsed with the message layer's hardened parser and validated against
+    the scheme schemas; anything that is not a valid acmt.024 raises ValueError, naming
+    why. The signature is the connector's to check (`BankConnector.check`), before this.
+    """
+    try:
+        msg = parse(data)
+    except UnusableMessage as exc:
+        raise ValueError(f"not a usable message: {exc}") from exc
+    if msg.mtype is not MessageType.ACMT_024 or msg.document is None:
+        raise ValueError(f"not an acmt.024 lookup answer: {msg.mtype.value}")
+    issues = validate(msg, registry)
+    if issues:
+        raise ValueError(f"invalid acmt.024: {'; '.join(str(i) for i in issues)}")
+    return views.identification_verification_report(msg.document)
 
 
 def envelope(
