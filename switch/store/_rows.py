@@ -7,12 +7,13 @@ conversion as an argument.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from importlib.resources import files
 from typing import Any, Final
 
 from switch.core import Money, Participant, ParticipantStatus, PaymentState
+from switch.directory import Alias, AliasStatus, AliasType, Change, Claim, ClaimState
 from switch.store.base import ArchivedMessage, Direction, PaymentRecord
 
 MSG_COLS: Final = (
@@ -24,6 +25,13 @@ PAY_COLS: Final = (
     "state, reason, created_at, updated_at, deadline, inbound_id, debtor_named_by, "
     "creditor_named_by"
 )
+
+DIR_COLS: Final = (
+    "seq, at, actor, action, kind, value, participant, account, name, status, created_at, "
+    "claim_id, claim_state, claimant, claim_owner, claim_account, claim_name, "
+    "claim_opened_at, claim_expires_at, claim_closed_at"
+)
+DIR_WIDTH: Final = 20
 
 Timestamp = Callable[[Any], datetime]
 
@@ -83,3 +91,81 @@ def participant(r: Any) -> Participant:
     return Participant(
         id=r[0], member_id=r[1], name=r[2], status=ParticipantStatus(r[3]), limit=limit
     )
+
+
+def change_row(c: Change, ts: Callable[[datetime], Any]) -> tuple[Any, ...]:
+    """A directory change as a row of DIR_COLS (times written with `ts`)."""
+    a, k = c.alias, c.claim
+    row: tuple[Any, ...] = (
+        c.seq,
+        ts(c.at),
+        c.actor,
+        c.action,
+        str(a.kind),
+        a.value,
+        a.participant,
+        a.account,
+        a.name,
+        str(a.status),
+        ts(a.created_at),
+    )
+    if k is None:
+        return row + (None,) * 9
+    return (
+        *row,
+        k.id,
+        str(k.state),
+        k.claimant,
+        k.owner,
+        k.account,
+        k.name,
+        ts(k.opened_at),
+        ts(k.expires_at),
+        None if k.closed_at is None else ts(k.closed_at),
+    )
+
+
+def change(r: Any, ts: Timestamp) -> Change:
+    """A directory change from a row of DIR_COLS; its alias and claim carry its seq."""
+    seq, at = r[0], ts(r[1])
+    kind = AliasType(r[4])
+    alias = Alias(
+        kind=kind,
+        value=r[5],
+        participant=r[6],
+        account=r[7],
+        name=r[8],
+        status=AliasStatus(r[9]),
+        version=seq,
+        created_at=ts(r[10]),
+        updated_at=at,
+    )
+    claim = None
+    if r[11] is not None:
+        claim = Claim(
+            id=r[11],
+            kind=kind,
+            value=r[5],
+            claimant=r[13],
+            owner=r[14],
+            account=r[15],
+            name=r[16],
+            state=ClaimState(r[12]),
+            opened_at=ts(r[17]),
+            expires_at=ts(r[18]),
+            closed_at=None if r[19] is None else ts(r[19]),
+            version=seq,
+        )
+    return Change(seq=seq, at=at, actor=r[2], action=r[3], alias=alias, claim=claim)
+
+
+def numbered(changes: Sequence[Change], last: int) -> list[Change]:
+    """`changes` as stored: numbered from `last` + 1 on (alias and claim versioned so)."""
+    return [c.stored(i) for i, c in enumerate(changes, start=last + 1)]
+
+
+DIR_LOAD: Final = (
+    f"SELECT {DIR_COLS} FROM directory_changes "
+    "WHERE seq IN (SELECT version FROM aliases UNION SELECT version FROM alias_claims) "
+    "ORDER BY seq"
+)

@@ -15,12 +15,13 @@ Nothing is ever deleted.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
 from switch.core import Participant, ParticipantStatus, PaymentState
+from switch.directory import Change
 from switch.ledger import ConservationReport, JournalEntry, Position, PositionDelta
 
 
@@ -102,6 +103,8 @@ class Batch:
     sent_at: datetime | None = None
     statuses: list[tuple[str, ParticipantStatus]] = field(default_factory=list)
     """Participant status changes (sign-on/off by admi.004), in order."""
+    directory_notified: int | None = None
+    """The directory change (seq) up to which the participants have now been told."""
 
     def is_empty(self) -> bool:
         """True when the batch would write nothing."""
@@ -114,6 +117,7 @@ class Batch:
             or self.msg_ids
             or self.sent
             or self.statuses
+            or self.directory_notified is not None
         )
 
 
@@ -130,6 +134,23 @@ class State:
     inbound_hashes: Mapping[tuple[str, str], str]
     """(sender, sha256) of every inbound message -> that message's archive id."""
     unsent: Sequence[ArchivedMessage]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DirectorySnapshot:
+    """The alias directory as stored: enough to rebuild it and to resume notifying."""
+
+    changes: Sequence[Change]
+    """The latest change of every alias and of every claim, in seq order: applied in
+    that order to an empty `Directory` they rebuild the current one."""
+    seq: int
+    """The last change stored (0 for an empty directory)."""
+    notified: int
+    """The last change the participants have been told about (`Batch.directory_notified`)."""
+
+
+DirectoryDecision = Callable[[Sequence[Change]], Sequence[Change]]
+"""Given the changes stored since the caller last looked, the new changes to store."""
 
 
 class Store(abc.ABC):
@@ -174,6 +195,27 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def journal(self) -> list[JournalEntry]:
         """The whole journal, in order (for replay checks)."""
+
+    @abc.abstractmethod
+    async def directory_load(self) -> DirectorySnapshot:
+        """The alias directory, for a process that follows it (engine, API)."""
+
+    @abc.abstractmethod
+    async def directory_changes(self, after: int) -> list[Change]:
+        """The directory changes stored after seq `after`, in seq order."""
+
+    @abc.abstractmethod
+    async def directory_write(
+        self, after: int, decide: DirectoryDecision
+    ) -> tuple[list[Change], list[Change]]:
+        """Decide and append directory changes, serialised with every other writer.
+
+        In one transaction that holds the directory's write lock: read the changes stored
+        after `after`, call `decide` with them (it raises to refuse, which writes
+        nothing), and append what it returns, numbered from the last seq on (each
+        change's alias and claim get that seq as their version). Returns (the changes
+        read, the changes stored).
+        """
 
     @abc.abstractmethod
     async def close(self) -> None:

@@ -35,6 +35,7 @@ from typing import Any, Final, cast
 import asyncpg
 
 from switch.core import InternalError, Participant
+from switch.directory import Change
 from switch.ledger import (
     ConservationReport,
     EntryKind,
@@ -47,6 +48,8 @@ from switch.store import _rows
 from switch.store.base import (
     ArchivedMessage,
     Batch,
+    DirectoryDecision,
+    DirectorySnapshot,
     PaymentRecord,
     State,
     Store,
@@ -185,6 +188,16 @@ _LOAD: Final = (
     "WHERE direction = 'in' ORDER BY participant, sha256, at, id",
     f"SELECT {_MSG_COLS} FROM messages WHERE direction = 'out' AND sent_at IS NULL ORDER BY at, id",
 )
+
+
+_DIRECTORY_LOCK: Final = 0x52545053_44495200
+"""Advisory lock held by every directory writer, so changes commit in seq order."""
+_DIR_SINCE: Final = f"SELECT {_rows.DIR_COLS} FROM directory_changes WHERE seq > $1 ORDER BY seq"
+_DIR_INSERT: Final = (
+    f"INSERT INTO directory_changes ({_rows.DIR_COLS}) VALUES "
+    f"({', '.join(f'${i}' for i in range(1, _rows.DIR_WIDTH + 1))})"
+)
+_NOTIFIED: Final = "UPDATE directory_cursor SET notified = greatest(notified, $1)"
 
 
 def migrations() -> list[tuple[str, str]]:
@@ -395,7 +408,11 @@ class PostgresStore(Store):
         write = bool(
             batch.new_payments or batch.updates or batch.journal or batch.deltas or batch.msg_ids
         )
-        if len(messages) <= _SINGLE_MAX_MESSAGES and not batch.statuses:
+        if (
+            len(messages) <= _SINGLE_MAX_MESSAGES
+            and not batch.statuses
+            and batch.directory_notified is None
+        ):
             await self._commit_single(batch, messages)
             return
         args, n_positions, n_updates = _write_args(batch) if write else ([], 0, 0)
@@ -435,6 +452,9 @@ class PostgresStore(Store):
                         done = await conn.execute(_SET_STATUS, participant, str(status))
                         if done != "UPDATE 1":
                             raise InternalError(f"batch refused: no participant {participant}")
+                    if batch.directory_notified is not None:
+                        self.round_trips += 1
+                        await conn.execute(_NOTIFIED, batch.directory_notified)
             except asyncpg.IntegrityConstraintViolationError as exc:
                 raise InternalError(f"batch refused by the database: {exc}") from exc
         self.transactions += 1
@@ -519,6 +539,56 @@ class PostgresStore(Store):
             JournalEntry(kind=EntryKind(r[0]), debit=r[1], credit=r[2], amount=r[3], ref=r[4])
             for r in rows
         ]
+
+    async def directory_load(self) -> DirectorySnapshot:
+        """The alias directory, for a process that follows it (engine, API)."""
+        pool = await self._get_pool()
+        async with (
+            pool.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            rows = await conn.fetch(_rows.DIR_LOAD)
+            seq = await conn.fetchval("SELECT coalesce(max(seq), 0) FROM directory_changes")
+            notified = await conn.fetchval("SELECT notified FROM directory_cursor")
+        self.round_trips += 5
+        return DirectorySnapshot(
+            changes=[_rows.change(r, _same) for r in rows], seq=seq, notified=notified
+        )
+
+    async def directory_changes(self, after: int) -> list[Change]:
+        """The directory changes stored after seq `after`, in seq order."""
+        pool = await self._get_pool()
+        async with pool.acquire() as conn:
+            rows = await conn.fetch(_DIR_SINCE, after)
+        self.round_trips += 1
+        return [_rows.change(r, _same) for r in rows]
+
+    async def directory_write(
+        self, after: int, decide: DirectoryDecision
+    ) -> tuple[list[Change], list[Change]]:
+        """Decide and append directory changes under the directory's write lock."""
+        pool = await self._get_pool()
+        async with pool.acquire() as conn:
+            self.round_trips += 5
+            try:
+                async with conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock($1)", _DIRECTORY_LOCK)
+                    seen = [_rows.change(r, _same) for r in await conn.fetch(_DIR_SINCE, after)]
+                    last = seen[-1].seq if seen else after
+                    if not seen:
+                        last = await conn.fetchval(
+                            "SELECT coalesce(max(seq), 0) FROM directory_changes"
+                        )
+                    stored = _rows.numbered(decide(seen), last)
+                    if stored:
+                        self.round_trips += 1
+                        await conn.executemany(
+                            _DIR_INSERT, [_rows.change_row(c, _same) for c in stored]
+                        )
+            except asyncpg.IntegrityConstraintViolationError as exc:
+                raise InternalError(f"directory change refused by the database: {exc}") from exc
+        self.transactions += 1
+        return seen, stored
 
     async def close(self) -> None:
         """Release connections."""

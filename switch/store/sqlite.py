@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
 from switch.core import InternalError, Participant
+from switch.directory import Change
 from switch.ledger import (
     ConservationReport,
     EntryKind,
@@ -43,6 +44,8 @@ from switch.store import _rows
 from switch.store.base import (
     ArchivedMessage,
     Batch,
+    DirectoryDecision,
+    DirectorySnapshot,
     PaymentRecord,
     State,
     Store,
@@ -158,6 +161,13 @@ def _ts_or_none(dt: datetime | None) -> str | None:
 
 
 _dt = datetime.fromisoformat
+
+_DIR_SINCE: Final = f"SELECT {_rows.DIR_COLS} FROM directory_changes WHERE seq > ? ORDER BY seq"
+_DIR_LAST: Final = "SELECT coalesce(max(seq), 0) FROM directory_changes"
+_DIR_INSERT: Final = (
+    f"INSERT INTO directory_changes ({_rows.DIR_COLS}) VALUES ({', '.join('?' * _rows.DIR_WIDTH)})"
+)
+_NOTIFIED: Final = "UPDATE directory_cursor SET notified = max(notified, ?)"
 
 
 def _message(r: Any) -> ArchivedMessage:
@@ -408,6 +418,8 @@ class SqliteStore(Store):
             for participant, status in batch.statuses:
                 if self._xm(conn, _SET_STATUS, [(str(status), participant)]) != 1:
                     raise InternalError(f"batch refused: no participant {participant}")
+            if batch.directory_notified is not None:
+                self._x(conn, _NOTIFIED, (batch.directory_notified,))
 
         try:
             await self._run(lambda conn: self._write(conn, work))
@@ -470,6 +482,48 @@ class SqliteStore(Store):
             JournalEntry(kind=EntryKind(r[0]), debit=r[1], credit=r[2], amount=r[3], ref=r[4])
             for r in rows
         ]
+
+    async def directory_load(self) -> DirectorySnapshot:
+        """The alias directory, for a process that follows it (engine, API)."""
+
+        def work(conn: sqlite3.Connection) -> DirectorySnapshot:
+            self._x(conn, "BEGIN")
+            try:
+                rows = self._x(conn, _rows.DIR_LOAD).fetchall()
+                seq = self._x(conn, _DIR_LAST).fetchone()[0]
+                notified = self._x(conn, "SELECT notified FROM directory_cursor").fetchone()[0]
+            finally:
+                self._x(conn, "COMMIT")
+            changes = [_rows.change(r, _dt) for r in rows]
+            return DirectorySnapshot(changes=changes, seq=seq, notified=notified)
+
+        return await self._run(work)
+
+    async def directory_changes(self, after: int) -> list[Change]:
+        """The directory changes stored after seq `after`, in seq order."""
+
+        def work(conn: sqlite3.Connection) -> list[Change]:
+            return [_rows.change(r, _dt) for r in self._x(conn, _DIR_SINCE, (after,))]
+
+        return await self._run(work)
+
+    async def directory_write(
+        self, after: int, decide: DirectoryDecision
+    ) -> tuple[list[Change], list[Change]]:
+        """Decide and append directory changes under SQLite's write lock."""
+
+        def work(conn: sqlite3.Connection) -> tuple[list[Change], list[Change]]:
+            seen = [_rows.change(r, _dt) for r in self._x(conn, _DIR_SINCE, (after,))]
+            last = seen[-1].seq if seen else self._x(conn, _DIR_LAST).fetchone()[0]
+            stored = _rows.numbered(decide(seen), last)
+            if stored:
+                self._xm(conn, _DIR_INSERT, [_rows.change_row(c, _ts) for c in stored])
+            return seen, stored
+
+        try:
+            return await self._run(lambda conn: self._write(conn, work))
+        except sqlite3.IntegrityError as exc:
+            raise InternalError(f"directory change refused by the database: {exc}") from exc
 
     async def close(self) -> None:
         """Release the connection."""
