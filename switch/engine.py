@@ -28,6 +28,7 @@ one reason code of §4.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import heapq
 import itertools
@@ -55,11 +56,15 @@ from switch.core import (
     next_state,
 )
 from switch.core.money import to_minor
+from switch.directory import Alias, AliasType, Change, LookupLimiter, mask_name
+from switch.directory.aliases import DirectoryError
+from switch.directory_service import DirectoryService
 from switch.inbound import (
     Inbound,
     TransferRefs,
     read_batch,
     read_in_reader,
+    resolved,
     sign_batch,
     sign_in_reader,
     start_workers,
@@ -97,6 +102,16 @@ _READ_OFF_LOOP: Final = 128
 _SIGN_EVENTS: Final = {"SGON": ParticipantStatus.ACTIVE, "SGOF": ParticipantStatus.SIGNED_OFF}
 """admi.004 event codes a participant sends about itself, and the state each asks for."""
 ACCEPT_STATUSES: Final = frozenset({"ACSP", "ACCP", "ACSC", "ACCC", "ACWC"})
+_DIRECTORY_POLL: Final = 0.25
+"""Seconds between looks at the directory when no payment needs it (claims to notify)."""
+CLAIM_EVENTS: Final = {
+    "claim": "PCLM",
+    "confirm": "PCNF",
+    "reject": "PRJT",
+    "complete": "PCMP",
+    "cancel": "PCNL",
+}
+"""admi.004 event codes telling both banks about each step of a portability claim."""
 
 
 def utcnow() -> datetime:
@@ -157,6 +172,10 @@ class EngineStats:
     settled: int = 0
     rejected: int = 0
     timed_out: int = 0
+    lookups: int = 0
+    lookups_found: int = 0
+    lookups_refused: int = 0
+    """Alias lookups refused because a token bucket was empty (anti-enumeration)."""
 
 
 class Engine:
@@ -197,6 +216,19 @@ class Engine:
         self._started = False
         self._unmarked: list[str] = []
         self._readers: Executor | None = None
+        self.directory = DirectoryService(
+            store,
+            clock=clock,
+            claim_period=timedelta(seconds=settings.directory.claim_period),
+            claim_ids=IdGenerator("CLM"),
+        )
+        self.lookups = LookupLimiter(
+            participant=settings.directory.participant_bucket,
+            end_user=settings.directory.end_user_bucket,
+        )
+        self._to_notify: list[Change] = []
+        self._notify_upto = 0
+        self._next_directory_poll = 0.0
 
     # --- start-up -----------------------------------------------------------------------
 
@@ -214,6 +246,8 @@ class Engine:
                 heapq.heappush(self.deadlines, (p.deadline, p.id))
         self.msg_ids = set(state.msg_ids)
         self.hashes = dict(state.inbound_hashes)
+        await self.directory.start()
+        self._queue_notices(await self.store.directory_changes(self.directory.notified))
         if self.settings.engine.read_workers and self._readers is None:
             self._readers = await start_workers(self.settings.engine.read_workers, self.security)
         self._started = True
@@ -275,9 +309,14 @@ class Engine:
                     deliveries = await self.transport.receive_batch(size - len(taken), 0.001)
                 else:
                     deliveries = []
+                prepared = await self._read(deliveries) if deliveries else []
+                await self._follow_directory(prepared)
                 now = self.clock()
-                if deliveries or (self.deadlines and self.deadlines[0][0] <= now):
-                    prepared = await self._read(deliveries)
+                if (
+                    deliveries
+                    or self._to_notify
+                    or (self.deadlines and self.deadlines[0][0] <= now)
+                ):
                     digests = [p.digest for p in prepared]
                     if pending is not None and self._any_known(deliveries, digests):
                         # A resend of something perhaps not yet committed: settle it first.
@@ -308,6 +347,49 @@ class Engine:
             if self._readers is not None:
                 self._readers.shutdown(wait=False, cancel_futures=True)
                 self._readers = None
+
+    async def _follow_directory(self, prepared: Sequence[Inbound]) -> None:
+        """Catch up with the directory when a message needs it, or now and then.
+
+        A payment to an alias and a lookup are decided on the directory as committed
+        before their batch was read (no stale cache: one query per such batch); between
+        those, a look every `_DIRECTORY_POLL` seconds completes claims that ran out and
+        picks up claim steps to tell the banks about.
+        """
+        mono = time.monotonic()
+        polled = mono >= self._next_directory_poll
+        if not polled and not any(p.uses_directory for p in prepared):
+            return
+        if polled:
+            self._next_directory_poll = mono + _DIRECTORY_POLL
+            await self.directory.expire_due()
+            self.lookups.prune(mono)
+        self._queue_notices(await self.directory.refresh())
+
+    def _queue_notices(self, changes: Sequence[Change]) -> None:
+        for change in changes:
+            if change.claim is not None:
+                self._to_notify.append(change)
+            self._notify_upto = max(self._notify_upto, change.seq)
+
+    def _notify(self, now: datetime, work: _Work) -> None:
+        """admi.004 to the claimant and the owner about each step of a portability claim."""
+        for change in self._to_notify:
+            claim = change.claim
+            assert claim is not None
+            code = CLAIM_EVENTS[change.action]
+            text = (
+                f"portability claim {claim.id} on {claim.kind} alias {claim.value}: "
+                f"{claim.state} ({change.action} by {change.actor}); claimant {claim.claimant}, "
+                f"owner {claim.owner}; the alias is with {change.alias.participant}"
+            )
+            params = (claim.id, str(claim.kind), claim.claimant, claim.owner)
+            for to in dict.fromkeys((claim.claimant, claim.owner)):
+                if to in self.ctx.directory:
+                    doc = build.system_event(code=code, time=now, params=params, description=text)
+                    self._emit(to, MessageType.ADMI_004, doc, now, work)
+        self._to_notify = []
+        work.batch.directory_notified = self._notify_upto
 
     def _idle_wait(self) -> float:
         wait = 0.05
@@ -340,6 +422,8 @@ class Engine:
         commit, a conversation of several round trips, advances meanwhile.
         """
         self._expire(now, work)
+        if self._to_notify:
+            self._notify(now, work)
         for i, (d, ready) in enumerate(zip(deliveries, prepared, strict=True)):
             self._handle(d, ready, now, work, resends)
             if i % _YIELD_EVERY == _YIELD_EVERY - 1:
@@ -500,6 +584,8 @@ class Engine:
             log.warning("%s rejected message %s: %s", sender, body.reference, body.reason)
         elif isinstance(body, views.SystemEvent):
             self._system_event(sender, body, inbound, now, work)
+        elif isinstance(body, views.IdentificationVerificationRequest):
+            self._lookup(sender, body, inbound, now, work)
         else:
             assert mtype is not None
             text = f"{mtype.value} from a participant is not supported by the switch"
@@ -679,6 +765,13 @@ class Engine:
         work.batch.msg_ids.append((sender, ct.msg_id))
         ctx = self.ctx
         cdtr = AgentRef(bicfi=tx.creditor_agent.bicfi, member_id=tx.creditor_agent.member_id)
+        alias: Alias | None = None
+        alias_issue: tuple[str, str] | None = None
+        if msg.forward_marks is not None:
+            alias, alias_issue = self._resolve_alias(tx, cdtr)
+            if alias is not None:
+                # Every rule about the creditor agent applies to the alias's owner.
+                cdtr = AgentRef(bicfi=alias.participant)
         facts = PaymentFacts(
             sender=sender,
             header_from=hdr.from_bicfi,
@@ -721,8 +814,10 @@ class Engine:
         text: str | None = None
         if violations:
             reason, text = violations[0].reason, violations[0].text
+        elif alias_issue is not None:
+            reason, text = alias_issue
         elif creditor is None:
-            reason, text = "BE23", "the alias directory does not know this alias"
+            reason, text = "BE23", "the creditor agent is the switch but no alias is named"
         if reason is None:
             try:
                 work.batch.journal += self.book.reserve(sender, p.amount, p.id)
@@ -737,8 +832,41 @@ class Engine:
         p.deadline = now + self.timeout
         heapq.heappush(self.deadlines, (p.deadline, p.id))
         assert creditor is not None
-        assert msg.forward is not None
-        self._emit(creditor.id, MessageType.PACS_008, msg.forward, now, work, payment_id=p.id)
+        forward = msg.forward
+        if alias is not None:
+            agent_id = creditor.id if p.creditor_named_by == BICFI else creditor.member_id
+            forward = resolved(msg, agent_id, alias.account)
+        assert forward is not None
+        self._emit(creditor.id, MessageType.PACS_008, forward, now, work, payment_id=p.id)
+
+    def _resolve_alias(
+        self, tx: views.CreditTransferTx, named: AgentRef
+    ) -> tuple[Alias | None, tuple[str, str] | None]:
+        """The active alias a pacs.008 pays, or the reason it cannot be paid (RULEBOOK §5).
+
+        The creditor agent the debtor agent named must be the switch (it did not look the
+        alias up) or the alias's owner (the one a lookup returned).
+        """
+        account = tx.creditor_account
+        assert account is not None and account.proxy is not None
+        proxy = account.proxy
+        alias = None
+        try:
+            kind = AliasType(proxy.type)
+            alias = self.directory.directory.resolve(kind, proxy.id)
+        except (ValueError, DirectoryError):
+            pass
+        if alias is None or alias.participant not in self.ctx.directory:
+            return None, ("BE23", f"alias {proxy.type} {proxy.id} is not registered, or not active")
+        if not self.ctx.is_switch(named):
+            agent = self.ctx.resolve(named)
+            if agent is None or agent.id != alias.participant:
+                text = (
+                    f"creditor agent {named} is not the participant alias {proxy.type} "
+                    f"{proxy.id} is registered with: look the alias up again"
+                )
+                return None, ("RC04", text)
+        return alias, None
 
     def _reject_invalid_transfer(
         self,
@@ -924,6 +1052,77 @@ class Engine:
             code=event.code, time=now, params=(sender,), description=f"{sender} is {status}: {text}"
         )
         self._emit(sender, MessageType.ADMI_004, doc, now, work, in_reply_to=inbound.id)
+
+    # --- acmt.023 -------------------------------------------------------------------------
+
+    def _lookup(
+        self,
+        sender: str,
+        req: views.IdentificationVerificationRequest,
+        inbound: ArchivedMessage,
+        now: datetime,
+        work: _Work,
+    ) -> None:
+        """acmt.024: who owns each alias asked about, and the owner's masked name (§5).
+
+        Each verification is admitted by the token buckets of the asking participant and,
+        when the request names one, of its end user; it costs a found price or a (much
+        higher) miss price, so that walking the directory for valid aliases runs dry fast.
+        A refused verification is answered AM14 (velocity limit) and looks nothing up.
+        """
+        if self._bicfi(req.assigner.bicfi or "") != sender and (
+            req.assigner.member_id is None
+            or (p := self.ctx.directory.by_member_id(req.assigner.member_id)) is None
+            or p.id != sender
+        ):
+            text = f"the assigner {req.assigner.key} is not the sender {sender}"
+            self._reject_message(sender, inbound, "RC01", text, now, work, location="Assgnr")
+            return
+        by_member = req.assigner.bicfi is None
+        mono = time.monotonic()
+        limiter, directory = self.lookups, self.directory.directory
+        reports = []
+        for v in req.verifications:
+            self.stats.lookups += 1
+            if not limiter.admit(sender, v.end_user, mono):
+                self.stats.lookups_refused += 1
+                reports.append(
+                    views.VerificationReport(
+                        original_id=v.id, verified=False, reason="AM14", proxy=v.proxy
+                    )
+                )
+                continue
+            alias = None
+            with contextlib.suppress(ValueError):
+                alias = directory.resolve(AliasType(v.proxy.type), v.proxy.id)
+            limiter.charge(sender, v.end_user, alias is not None, mono)
+            if alias is None:
+                reports.append(
+                    views.VerificationReport(
+                        original_id=v.id, verified=False, reason="BE23", proxy=v.proxy
+                    )
+                )
+                continue
+            self.stats.lookups_found += 1
+            reports.append(
+                views.VerificationReport(
+                    original_id=v.id,
+                    verified=True,
+                    proxy=v.proxy,
+                    agent=self._in_kind(alias.participant, USABA if by_member else BICFI),
+                    name=mask_name(alias.name),
+                )
+            )
+        doc = build.identification_verification_report(
+            msg_id=self._ids(),
+            created=now,
+            original_msg_id=req.msg_id,
+            original_created=req.created,
+            assigner=self._switch_in_kind(USABA if by_member else BICFI),
+            assignee=self._in_kind(sender, USABA if by_member else BICFI),
+            reports=reports,
+        )
+        self._emit(sender, MessageType.ACMT_024, doc, now, work, in_reply_to=inbound.id)
 
     # --- deadlines ----------------------------------------------------------------------
 

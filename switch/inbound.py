@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -37,6 +38,7 @@ from switch.iso20022 import (
     views,
 )
 from switch.iso20022.registry import SchemaRegistry
+from switch.iso20022.views import Agent
 from switch.security.messages import MessageSecurity
 
 Body = (
@@ -45,6 +47,7 @@ Body = (
     | views.StatusRequest
     | views.MessageReject
     | views.SystemEvent
+    | views.IdentificationVerificationRequest
 )
 
 
@@ -77,7 +80,12 @@ class Inbound:
     view_error: str | None = None
     """The Document is schema-valid but cannot be read for clearing (why)."""
     forward: bytes | None = None
-    """A clearable pacs.008's Document as the creditor agent gets it."""
+    """A clearable pacs.008's Document as the creditor agent gets it. When it pays an
+    alias, a template: `forward_marks` stand where the resolved agent and account go."""
+    forward_marks: tuple[str, str] | None = None
+    """(creditor agent mark, account mark) in a pacs.008 paying an alias (`resolved`)."""
+    uses_directory: bool = False
+    """The message needs the alias directory (a pacs.008 paying an alias, a lookup)."""
     refs: TransferRefs | None = None
     """For a pacs.008 that breaks its schema: its references, as far as they can be found."""
     signature: tuple[str, str] | None = None
@@ -91,6 +99,7 @@ _BODY_VIEWS: Final[dict[MessageType, Callable[[etree._Element], Body]]] = {
     MessageType.PACS_028: views.status_request,
     MessageType.ADMI_002: views.message_reject,
     MessageType.ADMI_004: views.system_event,
+    MessageType.ACMT_023: views.identification_verification_request,
 }
 
 
@@ -133,14 +142,55 @@ def read(
         body_view = _BODY_VIEWS.get(mtype)
         if body_view is not None:
             out.body = body_view(doc_el)
-        if mtype is MessageType.PACS_008:
-            out.forward = build.forward_credit_transfer(doc_el)
+        if isinstance(out.body, views.CreditTransfer):
+            _forward(out, out.body, doc_el)
+        elif mtype is MessageType.ACMT_023:
+            out.uses_directory = True
     except views.ViewError as exc:
         out.view_error = str(exc)
         out.body = None
         if mtype is MessageType.PACS_008:
             out.refs = _refs(doc_el)
     return out
+
+
+def _forward(out: Inbound, ct: views.CreditTransfer, doc_el: etree._Element) -> None:
+    """The forwarding copy of a pacs.008 (a template to fill in when it pays an alias)."""
+    tx = ct.transactions[0]
+    account = tx.creditor_account
+    if account is None or account.proxy is None:
+        out.forward = build.forward_credit_transfer(doc_el)
+        return
+    if account.other_id is None:
+        raise views.ViewError(
+            "CdtrAcct/Prxy names an alias: CdtrAcct/Id/Othr/Id must be given (NOTPROVIDED)"
+        )
+    # Unpredictable marks, so that no text the debtor agent wrote can stand for one.
+    nonce = secrets.token_hex(8)
+    agent_mark, account_mark = f"RTPSWAGT{nonce}", f"RTPSWACC{nonce}"
+    named = (
+        Agent(bicfi=agent_mark)
+        if tx.creditor_agent.bicfi is not None
+        else Agent(member_id=agent_mark, clearing_system=tx.creditor_agent.clearing_system)
+    )
+    out.forward = build.forward_credit_transfer(
+        doc_el, creditor_agent=named, instructed_agent=named, creditor_account_id=account_mark
+    )
+    out.forward_marks = (agent_mark, account_mark)
+    out.uses_directory = True
+
+
+def resolved(inbound: Inbound, agent_id: str, account: str) -> bytes:
+    """The forwarding copy of a pacs.008 paying an alias, with the resolved agent and account.
+
+    `agent_id` is the owner's BICFI or member id, as the debtor agent named the creditor
+    agent; both values are plain identifiers (no XML escaping needed).
+    """
+    assert inbound.forward is not None and inbound.forward_marks is not None
+    agent_mark, account_mark = inbound.forward_marks
+    return inbound.forward.replace(agent_mark.encode(), agent_id.encode()).replace(
+        account_mark.encode(), account.encode()
+    )
 
 
 def read_batch(

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from switch.core import Money, Participant, ParticipantStatus, SchemeRules
+from switch.directory import BucketSettings
 
 DEFAULT_STORE: Final = "sqlite:///rtpswitch.db"
 DEFAULT_SERVICE_STORE: Final = "postgresql://postgres@127.0.0.1:5432/rtpswitch"
@@ -58,6 +59,26 @@ class ServiceSettings:
     amqp_vhost: str = "rtpswitch"
 
 
+def _participant_bucket() -> BucketSettings:
+    return BucketSettings(size=20_000.0, refill_per_second=2_000.0)
+
+
+def _end_user_bucket() -> BucketSettings:
+    return BucketSettings(size=100.0, refill_per_second=2 / 60)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DirectorySettings:
+    """The alias directory (RULEBOOK §5): portability and anti-enumeration."""
+
+    claim_period: float = 7 * 86_400.0
+    """Seconds an owner has to answer a portability claim before it completes."""
+    participant_bucket: BucketSettings = field(default_factory=_participant_bucket)
+    """Lookups per requesting participant: a found alias costs 1 token, a miss 20."""
+    end_user_bucket: BucketSettings = field(default_factory=_end_user_bucket)
+    """Lookups per end user, when the request names one."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """Everything the switch is configured with."""
@@ -67,6 +88,7 @@ class Settings:
     engine: EngineSettings = field(default_factory=EngineSettings)
     store: str = DEFAULT_STORE
     service: ServiceSettings = field(default_factory=ServiceSettings)
+    directory: DirectorySettings = field(default_factory=DirectorySettings)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -156,6 +178,33 @@ def load_settings(
         engine=engine,
         store=store or os.environ.get("RTPSWITCH_STORE") or DEFAULT_STORE,
         service=_service(data.get("service", {}), file.parent, store),
+        directory=_directory(data.get("directory", {})),
+    )
+
+
+def _bucket(t: dict[str, Any], prefix: str, default: BucketSettings) -> BucketSettings:
+    where = "directory"
+    try:
+        return BucketSettings(
+            size=_get(t, f"{prefix}_bucket_size", where, float, default.size),
+            refill_per_second=_get(
+                t, f"{prefix}_refill_per_second", where, float, default.refill_per_second
+            ),
+            found_cost=_get(t, "found_cost", where, float, default.found_cost),
+            miss_cost=_get(t, "miss_cost", where, float, default.miss_cost),
+        )
+    except ValueError as exc:
+        raise SettingsError(f"directory.{prefix}_bucket: {exc}") from None
+
+
+def _directory(t: dict[str, Any]) -> DirectorySettings:
+    period = _get(t, "claim_period_seconds", "directory", float, 7 * 86_400.0)
+    if period <= 0:
+        raise SettingsError("directory.claim_period_seconds must be positive")
+    return DirectorySettings(
+        claim_period=period,
+        participant_bucket=_bucket(t, "participant", _participant_bucket()),
+        end_user_bucket=_bucket(t, "end_user", _end_user_bucket()),
     )
 
 
@@ -178,6 +227,21 @@ def _service(t: dict[str, Any], base: Path, store: str | None) -> ServiceSetting
         amqp_port=port,
         amqp_vhost=_get(t, "amqp_vhost", "service", str, "rtpswitch"),
     )
+
+
+def load_demo_aliases(path: Path | None = None) -> list[dict[str, str]]:
+    """The demo's aliases from `path` (default: `config/demo.toml`), as directory import rows."""
+    file = path or config_dir() / "demo.toml"
+    rows: list[dict[str, str]] = []
+    for i, t in enumerate(_read(file).get("alias", [])):
+        where = f"alias[{i}]"
+        rows.append(
+            {
+                key: _get(t, key, where, str, "" if key == "value" else None)
+                for key in ("participant", "type", "value", "account", "name")
+            }
+        )
+    return rows
 
 
 def load_demo_participants(path: Path | None = None, *, exponent: int = 2) -> list[DemoParticipant]:
