@@ -3,8 +3,9 @@
 Theory: the demo runs the real engine on a real store (SQLite by default, PostgreSQL with
 `--store`) with the in-process transport, and connects one `SimulatedBank` per demo
 participant from `config/demo.toml`. It sends N credit transfers with a realistic mix of
-outcomes (accepted; rejected by the creditor bank; timed out; answered late or twice;
-duplicates; insufficient position; unknown creditor agent; over the scheme limit), waits
+outcomes (accepted; paid to an alias the switch resolves; rejected by the creditor bank;
+timed out; answered late or twice; duplicates; insufficient position; unknown creditor
+agent; unknown alias; over the scheme limit), waits
 until every payment has its final status at its debtor bank and every payment the switch
 holds is final, and then reports: counts per final status and reason, positions before
 and after, and conservation measured three ways (in memory, in the database, and by
@@ -25,18 +26,26 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
 
+from participants.messages import alias_proxy
 from simulators import SimulatedBank
 from switch.core import PaymentState
 from switch.core.money import to_minor
 from switch.engine import Engine
 from switch.iso20022.views import Agent
 from switch.ledger import Book, replay
-from switch.settings import DemoParticipant, Settings, load_demo_participants
+from switch.settings import (
+    DemoParticipant,
+    Settings,
+    load_demo_aliases,
+    load_demo_participants,
+)
 from switch.store.base import Store, open_store
 from switch.transport import Delivery, LocalNetwork, SwitchTransport
 
 SCENARIOS: Final = (
-    ("accepted", 70),
+    ("accepted", 60),
+    ("alias", 8),
+    ("unknown_alias", 2),
     ("creditor_reject", 8),
     ("timeout", 3),
     ("late", 1),
@@ -193,9 +202,13 @@ class Demo:
         participants: list[DemoParticipant],
         dump_dir: Path | None = None,
         seed: int | None = None,
+        aliases: Sequence[dict[str, str]] = (),
     ) -> None:
         self.settings = settings
         self.participants = participants
+        self.alias_rows = list(aliases)
+        self.aliases: list[tuple[str, str, str]] = []
+        """(type, value, owner) of every active alias the demo may pay."""
         self.rng = random.Random(seed)
         self.network = LocalNetwork()
         transport: SwitchTransport = self.network.switch
@@ -233,6 +246,16 @@ class Demo:
         if self.engine.book.funded == 0:
             for dp in self.participants:
                 await self.engine.fund(dp.participant.id, to_minor(dp.fund), "demo-opening")
+        directory = self.engine.directory
+        if self.alias_rows and not len(directory.directory):
+            report = await directory.import_rows(self.alias_rows, actor="operator:demo")
+            for row in report.errors:
+                raise ValueError(f"demo alias row {row.row}: {row.field}: {row.message}")
+        self.aliases = [
+            (str(a.kind), a.value, a.participant)
+            for a in directory.directory.iter_aliases()
+            if a.active and a.participant not in self.poor
+        ]
         return self.engine.open_payments
 
     def _agent(self, participant: str) -> Agent:
@@ -251,7 +274,7 @@ class Demo:
         # the insufficient-position scenario depend on timing.
         others = [p for p in self.banks if p != intent.debtor and p not in self.poor]
         creditor = rng.choice(others)
-        account = f"{rng.randrange(10**11, 10**12)}"
+        account: str | None = f"{rng.randrange(10**11, 10**12)}"
         amount = Decimal(rng.randrange(100, 500_000)).scaleb(-2)
         kwargs: dict[str, Any] = {}
         s = intent.scenario
@@ -275,6 +298,18 @@ class Demo:
                 # No earlier payment of this debtor: reuse another bank's UETR.
                 kwargs["uetr"] = rng.choice([p for ps in sent.values() for p in ps]).uetr
         agent = Agent(bicfi=UNKNOWN_AGENT) if s == "unknown_agent" else self._agent(creditor)
+        if s in ("alias", "unknown_alias"):
+            # The debtor bank did not look the alias up: it names the switch as agent.
+            rules = self.settings.scheme
+            agent = Agent(
+                bicfi=rules.switch_bicfi, member_id=rules.switch_member_id, clearing_system="USABA"
+            )
+            kind, value = "VPA", f"nobody{rng.randrange(10**6)}@bankz"
+            mine = [a for a in self.aliases if a[2] != intent.debtor]
+            if s == "alias" and mine:
+                kind, value, _ = rng.choice(mine)
+            kwargs["proxy"] = alias_proxy(kind, value)
+            account = None
         pay = await bank.pay(
             creditor_agent=agent, amount=amount, creditor_account=account, **kwargs
         )
@@ -405,6 +440,7 @@ async def run_demo(
         participants=load_demo_participants(participants_file),
         dump_dir=dump_dir,
         seed=seed,
+        aliases=load_demo_aliases(participants_file),
     )
     return await demo.run(payments)
 
