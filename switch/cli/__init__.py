@@ -15,6 +15,7 @@ from simulators import cli as simulate_cmd
 from switch.cli import admin as admin_cmd
 from switch.cli import bench as bench_cmd
 from switch.cli import demo as demo_cmd
+from switch.cli import directory as directory_cmd
 from switch.cli import pki as pki_cmd
 from switch.cli import run as run_cmd
 from switch.cli import validate as validate_cmd
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo_cmd.register(sub)
     bench_cmd.register(sub)
     admin_cmd.register(sub)
+    directory_cmd.register(sub)
     pki_cmd.register(sub)
     run_cmd.register(sub)
     participant_cmd.register(sub)
