@@ -33,7 +33,7 @@ async def _postgres_url(name: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark with the parsed options."""
-    from simulators.load import run_load
+    from simulators.load import run_load, run_lookups
 
     if args.seconds <= 0:
         print("rtpswitch bench: --seconds must be positive", file=sys.stderr)
@@ -54,12 +54,36 @@ def run(args: argparse.Namespace) -> int:
             return 2
         try:
             settings = load_settings(args.config, store=store)
-            result = asyncio.run(
-                run_load(settings, seconds=args.seconds, rate=args.rate, window=args.window)
-            )
+            if args.lookups:
+                looked = asyncio.run(
+                    run_lookups(settings, seconds=args.seconds, window=args.window)
+                )
+            else:
+                result = asyncio.run(
+                    run_load(
+                        settings,
+                        seconds=args.seconds,
+                        rate=args.rate,
+                        window=args.window,
+                        aliases=args.aliases,
+                    )
+                )
         except (SettingsError, ValueError) as exc:
             print(f"rtpswitch bench: {exc}", file=sys.stderr)
             return 2
+    if args.lookups:
+        if args.json:
+            json.dump(looked.as_json(), sys.stdout)
+            sys.stdout.write("\n")
+        else:
+            print(
+                f"{looked.lookups} alias lookups (acmt.023 -> acmt.024) in "
+                f"{looked.seconds:.1f} s on {looked.store}: {looked.lookups_per_second:.0f} "
+                f"lookups/s, p50 {looked.p50_ms:.1f} ms, p99 {looked.p99_ms:.1f} ms, "
+                f"{looked.found} found, {looked.refused} refused, "
+                f"{looked.db_transactions_per_lookup:.3f} DB transactions per lookup"
+            )
+        return 0
     if args.json:
         json.dump(result.as_json(), sys.stdout)
         sys.stdout.write("\n")
@@ -151,6 +175,16 @@ def register(sub: Any) -> None:
         type=Path,
         default=Path("var/rabbitmq"),
         help="full stack: the broker node's files (as for scripts/bringup)",
+    )
+    p.add_argument(
+        "--aliases",
+        action="store_true",
+        help="every payment pays an alias the switch resolves (embedded, postgres)",
+    )
+    p.add_argument(
+        "--lookups",
+        action="store_true",
+        help="measure alias lookups (acmt.023 -> acmt.024) instead of payments",
     )
     p.add_argument("--config", type=Path, help="switch configuration (TOML)")
     p.add_argument("--json", action="store_true")
