@@ -46,6 +46,7 @@ from participants.messages import (
     business_date,
     credit_transfer,
     envelope,
+    identification_verification_request,
     status_report,
     status_request,
 )
@@ -422,7 +423,12 @@ class SimulatedBank:
         `duplicate`, `unusable`, `invalid`, `errors`, `misrouted`, `sent` (payments),
         `resent`, `inquiries`, `answered` (and `answered:ACSP`, `answered:RJCT`),
         `silent`, `late`, `status:<TxSts>` for every pacs.002 status received, `final:ACSC`,
-        `final:ACCC`, `final:RJCT`, `rejects` (admi.002) and `events` (admi.004)."""
+        `final:ACCC`, `final:RJCT`, `rejects` (admi.002), `events` (admi.004), `lookups`
+        (acmt.023 sent) and `lookup_answers` (acmt.024)."""
+        self.lookup_answers: _Bounded[str, views.IdentificationVerificationReport] = _Bounded(
+            max_tracked
+        )
+        """The switch's acmt.024 answers, by the MsgId of the acmt.023 they answer."""
         self.rejects: list[views.MessageReject] = []
         self.events: list[views.SystemEvent] = []
         self.invalid: list[InvalidMessage] = []
@@ -532,6 +538,8 @@ class SimulatedBank:
                 reject = views.message_reject(doc)
             elif mtype is MessageType.ADMI_004:
                 event = views.system_event(doc)
+            elif mtype is MessageType.ACMT_024:
+                answer = views.identification_verification_report(doc)
         except (ValueError, ArithmeticError, KeyError) as exc:
             self._invalid(data, [str(exc)])
             return
@@ -545,6 +553,9 @@ class SimulatedBank:
         elif mtype is MessageType.ADMI_004:
             counters["events"] += 1
             self.events.append(event)
+        elif mtype is MessageType.ACMT_024:
+            counters["lookup_answers"] += 1
+            self.lookup_answers[answer.original_msg_id] = answer
         else:
             counters["ignored"] += 1
 
@@ -664,6 +675,29 @@ class SimulatedBank:
         return None
 
     # --- sending -------------------------------------------------------------------------
+
+    async def lookup(
+        self, alias_type: str, alias: str, *, end_user: str | None = None
+    ) -> str:
+        """Ask the switch who owns an alias (acmt.023); returns the request's MsgId.
+
+        The answer lands in `lookup_answers` under that MsgId.
+        """
+        msg_id = self.next_id()
+        created = datetime.now(UTC)
+        doc = identification_verification_request(
+            msg_id=msg_id,
+            created=created,
+            alias_type=alias_type,
+            alias=alias,
+            assigner=self.agent,
+            assignee=self.in_kind(self.switch),
+            end_user=end_user,
+        )
+        raw = envelope(self._hdr_self, self._hdr_switch, MessageType.ACMT_023, msg_id, doc, created)
+        await self._channel.send(raw)
+        self.counters["lookups"] += 1
+        return msg_id
 
     async def pay(
         self,

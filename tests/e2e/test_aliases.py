@@ -314,3 +314,39 @@ def small_buckets(sw: Switch) -> Callable[[], None]:
 def sw(switch: Switch) -> Switch:
     """The e2e switch (banks A, B, C active and funded)."""
     return switch
+
+
+async def test_a_simulated_bank_looks_up_and_pays_an_alias(sw: Switch) -> None:
+    import asyncio
+
+    from simulators import SimulatedBank
+
+    await register(sw, B, AliasType.VPA, "bob@bankb", "987654321", "Bob Jones")
+    banks = {
+        bic: SimulatedBank(
+            bicfi=bic, member_id=BANKS[bic][0], name=BANKS[bic][1], channel=sw.network.connect(bic)
+        )
+        for bic in (A, B)
+    }
+    tasks = [asyncio.create_task(b.run()) for b in banks.values()]
+    try:
+        asked = await banks[A].lookup("VPA", "bob@bankb", end_user="customer-1")
+        for _ in range(100):
+            answer = banks[A].lookup_answers.get(asked)
+            if answer is not None:
+                break
+            await asyncio.sleep(0.02)
+        assert answer is not None
+        (report,) = answer.reports
+        assert report.verified and report.agent == Agent(bicfi=B) and report.name == "B**** J****"
+        pay = await banks[A].pay(
+            creditor_agent=report.agent,
+            amount=Decimal("5.00"),
+            proxy=alias_proxy("VPA", "bob@bankb"),
+        )
+        final = await banks[A].wait_final(pay.uetr, 5)
+        assert final is not None and final.status == "ACSC"
+    finally:
+        for b in banks.values():
+            b.stop()
+        await asyncio.gather(*tasks)

@@ -37,7 +37,10 @@ def test_demo_json_clears_the_mix_and_every_message_is_valid(
         "insufficient": "RJCT AM04",
         "unknown_agent": "RJCT RC04",
         "over_limit": "RJCT AM02",
+        "alias": "ACSC",
+        "unknown_alias": "RJCT BE23",
     }
+    assert report["by_reason"].get("BE23", 0) > 0
     for scenario, outcome in expected.items():
         got = report["by_scenario"][scenario]
         assert all(k.startswith(outcome) for k in got), (scenario, got)
