@@ -2,7 +2,8 @@
 
 `participant_app` is the participants' alias-directory API (RULEBOOK §5); `serve` (or
 `ApiServer` with `scheme_ssl_context` and `TrustGate`) runs an app so that only holders
-of a scheme certificate the scheme still honours get in.
+of a scheme certificate the scheme still honours get in; `start_participant_api` does
+both on a store, as `rtpswitch run` needs it.
 """
 
 from switch.api.participants import (
@@ -11,6 +12,7 @@ from switch.api.participants import (
     ApiProblem,
     Problem,
     participant_app,
+    start_participant_api,
 )
 from switch.api.tls import (
     DEFAULT_HOSTNAMES,
@@ -39,4 +41,5 @@ __all__ = [
     "scheme_ssl_context",
     "serve",
     "server_ssl_context",
+    "start_participant_api",
 ]

@@ -35,9 +35,11 @@ import math
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path as FilePath
 from typing import Annotated, Any, Final, Literal
 from urllib.parse import quote
+from uuid import uuid4
 
 import asyncpg
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
@@ -47,7 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from switch.api.tls import client_certificate
+from switch.api.tls import DEFAULT_HOSTNAMES, ApiServer, client_certificate, serve
 from switch.core.errors import InternalError
 from switch.directory import (
     DIRECTORY_ERROR_CODES,
@@ -63,6 +65,7 @@ from switch.directory import (
     normalize,
 )
 from switch.directory_service import DirectoryService
+from switch.store.base import Store
 
 __all__ = [
     "API_VERSION",
@@ -79,7 +82,9 @@ __all__ = [
     "ClaimOut",
     "LookupResult",
     "Problem",
+    "new_claim_id",
     "participant_app",
+    "start_participant_api",
 ]
 
 log = logging.getLogger("rtpswitch.api")
@@ -461,9 +466,9 @@ class _BodyLimit:
         await self.app(scope, limited, send)
 
 
-async def _caller(request: Request) -> str:
+async def _identify(scope: Scope, known: _Participants) -> str:
     """The calling participant: the CN of a client certificate the scheme honours (or 403)."""
-    cert = client_certificate(request.scope)
+    cert = client_certificate(scope)
     if cert is None:
         raise ApiProblem(
             403,
@@ -478,7 +483,6 @@ async def _caller(request: Request) -> str:
         detail = f"{title} (serial {cert.certificate.serial_number})"
         raise ApiProblem(403, code, detail, title=title)
     participant = cert.common_name
-    known: _Participants = request.app.state.participants
     if participant is None or not await known.has(participant):
         raise ApiProblem(
             403,
@@ -486,6 +490,38 @@ async def _caller(request: Request) -> str:
             f"the client certificate names {participant!r}, not a participant of the scheme",
             title="not a participant",
         )
+    return participant
+
+
+class _ParticipantGate:
+    """Let a request in only from a participant (before its path or body is looked at);
+    the participant goes into the request's state."""
+
+    def __init__(self, app: ASGIApp, known: _Participants) -> None:
+        self.app = app
+        self.known = known
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        try:
+            participant = await _identify(scope, self.known)
+        except ApiProblem as problem:
+            await _problem_response(problem)(scope, receive, send)
+            return
+        except _store_errors() as exc:
+            await _problem_response(_unavailable(exc))(scope, receive, send)
+            return
+        scope.setdefault("state", {})["participant"] = participant
+        await self.app(scope, receive, send)
+
+
+async def _caller(request: Request) -> str:
+    """The participant `_ParticipantGate` let in."""
+    participant = getattr(request.state, "participant", None)
+    if not isinstance(participant, str):
+        raise InternalError("a request reached an endpoint without the participant gate")
     return participant
 
 
@@ -528,8 +564,8 @@ def participant_app(
         docs_url=None,
         redoc_url=None,
     )
-    app.state.participants = known
     app.add_middleware(_BodyLimit)
+    app.add_middleware(_ParticipantGate, known=known)  # outermost: who first
     router = APIRouter(prefix=f"/v{API_VERSION}")
 
     # --- own aliases ---------------------------------------------------------------------
@@ -781,7 +817,27 @@ def participant_app(
 
     app.include_router(router)
     _install_handlers(app)
+    _problems_as_problem_json(app)
     return app
+
+
+def _problems_as_problem_json(app: FastAPI) -> None:
+    """Error answers are described as `application/problem+json` only, as they are sent."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    for status, response in operation.get("responses", {}).items():
+                        content = response.get("content", {})
+                        if status[:1] in ("4", "5") and PROBLEM_MEDIA_TYPE in content:
+                            content.pop("application/json", None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _retry_after(
@@ -804,6 +860,16 @@ def _retry_after(
 
 def _store_errors() -> tuple[type[Exception], ...]:
     return (OSError, sqlite3.Error, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+def _unavailable(exc: BaseException) -> ApiProblem:
+    log.error("directory store unavailable: %s: %s", type(exc).__name__, exc)
+    return ApiProblem(
+        503,
+        "unavailable",
+        "the directory cannot be reached now; try again",
+        headers={"Retry-After": "1"},
+    )
 
 
 def _install_handlers(app: FastAPI) -> None:
@@ -832,15 +898,7 @@ def _install_handlers(app: FastAPI) -> None:
         )
 
     async def on_store(request: Request, exc: Exception) -> JSONResponse:
-        log.error("directory store unavailable: %s: %s", type(exc).__name__, exc)
-        return _problem_response(
-            ApiProblem(
-                503,
-                "unavailable",
-                "the directory cannot be reached now; try again",
-                headers={"Retry-After": "1"},
-            )
-        )
+        return _problem_response(_unavailable(exc))
 
     async def on_bug(request: Request, exc: Exception) -> JSONResponse:
         kind = "internal error" if isinstance(exc, InternalError) else "unexpected error"
@@ -857,3 +915,46 @@ def _install_handlers(app: FastAPI) -> None:
         app.add_exception_handler(error, on_store)
     app.add_exception_handler(InternalError, on_bug)
     app.add_exception_handler(Exception, on_bug)
+
+
+def new_claim_id() -> str:
+    """A claim id unique across processes without coordination (96 random bits)."""
+    return f"CLM{uuid4().hex[:24]}"
+
+
+async def start_participant_api(
+    store: Store,
+    *,
+    pki_dir: FilePath | str,
+    host: str,
+    port: int,
+    limiter: LookupLimiter,
+    claim_period: timedelta,
+    participants: ParticipantSource | None = None,
+    hostnames: Sequence[str] = DEFAULT_HOSTNAMES,
+    clock: Callable[[], datetime] | None = None,
+    access_log: bool = False,
+) -> tuple[ApiServer, DirectoryService]:
+    """Serve the participant API on `store` over mutual TLS; the started server and its view.
+
+    The API gets a `DirectoryService` of its own: the engine's view must only move by
+    its own `refresh`, whose result tells it which claim steps to notify. Share the
+    engine's `LookupLimiter` as `limiter`, so that acmt.023 and API lookups draw on the
+    same buckets.
+    """
+    service = DirectoryService(
+        store,
+        clock=clock or (lambda: datetime.now(UTC)),
+        claim_period=claim_period,
+        claim_ids=new_claim_id,
+    )
+    await service.start()
+    server = await serve(
+        participant_app(service, limiter, participants=participants),
+        host=host,
+        port=port,
+        pki_dir=pki_dir,
+        hostnames=hostnames,
+        access_log=access_log,
+    )
+    return server, service

@@ -22,7 +22,7 @@ from uuid import uuid4
 
 import pytest
 
-from switch.api import ApiServer, participant_app, serve
+from switch.api import ApiServer, start_participant_api
 from switch.cli import main
 from switch.core.rules import Participant
 from switch.directory import AliasType, BucketSettings, LookupLimiter
@@ -175,14 +175,14 @@ def default_limiter() -> LookupLimiter:
 async def start_api(store: Store, pki: Path, limiter: LookupLimiter) -> Api:
     await store.migrate()
     await store.upsert_participants(PARTICIPANTS)
-    service = DirectoryService(
+    server, service = await start_participant_api(
         store,
-        clock=lambda: datetime.now(UTC),
+        pki_dir=pki,
+        host="127.0.0.1",
+        port=0,
+        limiter=limiter,
         claim_period=timedelta(days=7),
-        claim_ids=lambda: uuid4().hex,
     )
-    await service.start()
-    server = await serve(participant_app(service, limiter), host="127.0.0.1", port=0, pki_dir=pki)
     return Api(server, service, limiter, pki)
 
 
@@ -528,6 +528,7 @@ async def test_certificate_of_another_ca_no_handshake(api: Api, tmp_path: Path) 
     assert await asyncio.to_thread(_refused_handshake, bank) is not None
 
 
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion:DeprecationWarning")
 async def test_tls_1_1_no_handshake(api: Api) -> None:
     context = client_context(api.pki, *credentials(api.pki, A))
     context.set_ciphers("DEFAULT:@SECLEVEL=0")  # let the client offer TLS 1.1
@@ -547,6 +548,11 @@ async def test_revoked_certificate_refused_at_once(api: Api) -> None:
         r = await bank.get("/v1/aliases")
         assert_problem(r, 403, "certificate_revoked")
         assert "revoked" in r.body["detail"]
+        # refused before its body or path is looked at
+        r = await bank.call("POST", "/v1/aliases", raw=b"{not json")
+        assert_problem(r, 403, "certificate_revoked")
+        r = await bank.get("/nowhere")
+        assert_problem(r, 403, "certificate_revoked")
         # a connection opened before the revocation is refused from its next request on
         r = await bank.call("GET", "/v1/aliases", conn=kept_open)
         assert_problem(r, 403, "certificate_revoked")
@@ -571,6 +577,8 @@ async def test_scheme_certificate_of_a_non_participant_refused(api: Api) -> None
     r = await api.bank(C).get("/v1/aliases")
     assert_problem(r, 403, "unknown_participant")
     r = await api.bank(C).get(lookup_path("VPA", "ann@banka"))
+    assert_problem(r, 403, "unknown_participant")
+    r = await api.bank(C).get("/v1/openapi.json")
     assert_problem(r, 403, "unknown_participant")
 
 
@@ -626,6 +634,7 @@ async def test_openapi_describes_every_endpoint_and_its_problems(api: Api) -> No
             assert {"403", "422"} <= set(responses), (method, path)
             for status, response in responses.items():
                 if status.startswith(("4", "5")):
+                    assert set(response["content"]) == {PROBLEM}, (path, status)
                     schema = response["content"][PROBLEM]["schema"]
                     assert schema == {"$ref": "#/components/schemas/Problem"}, (path, status)
     lookup = paths["/v1/lookup/{type}/{value}"]["get"]
@@ -752,3 +761,19 @@ def test_import_refuses_a_malformed_file_and_bad_options(
     assert "--store" in capsys.readouterr().err
     assert main(["directory", "list", "--store", ops_store, "--participant", C]) == 2
     assert "--participant" in capsys.readouterr().err
+
+
+async def test_store_outage_is_a_503_problem(tmp_path: Path, pki: Path) -> None:
+    db = tmp_path / "switch.db"
+    store = open_store(f"sqlite:///{db}")
+    api = await start_api(store, pki, default_limiter())
+    try:
+        assert (await api.bank(A).get("/v1/aliases")).status == 200
+        await store.close()
+        db.unlink()
+        db.mkdir()  # the database cannot be opened again
+        r = await api.bank(A).get("/v1/aliases")
+        assert_problem(r, 503, "unavailable")
+        assert r.headers["retry-after"] == "1"
+    finally:
+        await api.server.stop()
