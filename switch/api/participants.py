@@ -9,11 +9,11 @@ Who is calling is the participant id in the CN of the client certificate the TLS
 verified (the ASGI "tls" extension, see `switch.api.tls`), never a header or a
 parameter. A request whose certificate the scheme no longer honours (revoked, retired
 after a rotation, expired) or whose CN is not a participant of the scheme is refused 403
-before any endpoint runs. Every endpoint acts as that participant: a bank lists, reads
-and changes only its own aliases, and sees another bank's alias only through a lookup,
-which returns the owning participant and the masked name, never the account. A lookup
-is rationed by the token buckets (RULEBOOK §5: a found alias costs 1, a miss 20); an
-empty bucket answers 429 with `Retry-After`.
+before its path or body is even looked at. Every endpoint acts as that participant: a
+bank lists, reads and changes only its own aliases, and sees another bank's alias only
+through a lookup, which returns the owning participant and the masked name, never the
+account. A lookup is rationed by the token buckets (RULEBOOK §5: a found alias costs 1,
+a miss 20); an empty bucket answers 429 with `Retry-After`.
 
 Reads refresh the service's view of the directory first, so they see every change any
 process has committed (writes decide on the latest directory anyway, in the store's

@@ -538,6 +538,13 @@ async def test_tls_1_1_no_handshake(api: Api) -> None:
         await asyncio.to_thread(Bank(api.server.port, context).call_sync, "GET", "/v1/aliases")
 
 
+async def test_signing_certificate_no_handshake(api: Api) -> None:
+    """A participant's message-signing key cannot open a TLS session (EKU documentSigning)."""
+    creds = SchemeCA.load(api.pki).credentials(A)
+    bank = Bank(api.server.port, client_context(api.pki, creds.signing_cert, creds.signing_key))
+    assert await asyncio.to_thread(_refused_handshake, bank) is not None
+
+
 async def test_revoked_certificate_refused_at_once(api: Api) -> None:
     bank = api.bank(A)
     kept_open = bank.connection()
