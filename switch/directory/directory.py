@@ -17,9 +17,11 @@ Every write goes decide, store, apply:
    the version of the alias the decision read, lets the store refuse the write if
    another process wrote the alias in between (compare and set); the caller then
    decides again on the fresher directory.
-3. `apply(stored)` updates memory. Applying is idempotent and order-proof per alias: a
-   change whose alias version is not newer than the one held is ignored. The same
-   method replays the history at start and follows other processes' writes.
+3. `apply(stored)` updates memory. Applying is idempotent and order-proof: the change's
+   alias replaces the one held only if its version is newer, and its claim likewise, so
+   a change applied twice, or after a newer one, changes nothing, and any order of the
+   same changes ends in the same directory. The same method replays the history at
+   start and follows other processes' writes.
 
 Nothing here reads a clock or does I/O: every decision takes its time `at` (an aware
 datetime), and EVP generation takes an injectable randomness source.
@@ -69,7 +71,7 @@ from switch.directory.aliases import (
     parse_alias_type,
     require_aware,
 )
-from switch.directory.claims import MAX_CLAIM_ID, Claim, ClaimEvent, ClaimState
+from switch.directory.claims import MAX_CLAIM_ID, MOVES_ALIAS, Claim, ClaimEvent, ClaimState
 
 __all__ = [
     "ALIAS_ACTIONS",
@@ -340,14 +342,13 @@ class Directory:
     # --- apply side -------------------------------------------------------------------
 
     def apply(self, change: Change) -> None:
-        """Fold a stored change in; a no-op if the alias held is as new or newer."""
+        """Fold a stored change in: its alias and its claim, each only if newer than held."""
         if change.seq <= 0:
             raise InternalError("only a stored change (seq >= 1) can be applied")
         self._last_seq = max(self._last_seq, change.seq)
         current = self._aliases.get(change.alias.key)
-        if current is not None and change.alias.version <= current.version:
-            return
-        self._put_alias(change.alias)
+        if current is None or current.version < change.alias.version:
+            self._put_alias(change.alias)
         if change.claim is not None:
             held = self._claims.get(change.claim.id)
             if held is None or held.version < change.claim.version:
@@ -376,9 +377,11 @@ class Directory:
         self._claims[claim.id] = claim
         for party in (claim.claimant, claim.owner):
             self._claims_of.setdefault(party, set()).add(claim.id)
+        held = self._open.get(claim.key)
         if claim.is_open:
-            self._open[claim.key] = claim.id
-        elif self._open.get(claim.key) == claim.id:
+            if held is None or self._claims[held].version < claim.version:
+                self._open[claim.key] = claim.id
+        elif held == claim.id:
             del self._open[claim.key]
         self._last_seq = max(self._last_seq, claim.version)
 
@@ -759,7 +762,7 @@ class Directory:
         claim: Claim, alias: Alias, event: ClaimEvent, action: Action, at: datetime, actor: str
     ) -> Change:
         closed = claim.step(event, at)
-        if action in (Action.CONFIRM, Action.COMPLETE):
+        if closed.state in MOVES_ALIAS:
             after = replace(
                 alias,
                 participant=claim.claimant,
@@ -841,7 +844,7 @@ def parse_import(
 
 
 def _parse_csv(text: str, max_rows: int) -> list[dict[str, str]]:
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     rows: list[dict[str, str]] = []
     try:
         header = next(reader, None)
