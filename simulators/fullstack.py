@@ -494,6 +494,7 @@ def write_switch_config(
                 "amqp_host": svc.amqp_host,
                 "amqp_port": svc.amqp_port,
                 "amqp_vhost": svc.amqp_vhost,
+                "participant_api_port": 0,  # the bench measures clearing only
             },
         },
     )

@@ -12,6 +12,10 @@ standby takes the lock, rebuilds its state from the store, and goes on from ther
 (byte-identical redeliveries get the answers already committed). A leader that loses
 its lock connection stops at once rather than risk clearing beside a new leader.
 
+The leader also serves the participants' alias-directory API (HTTPS with mutual TLS,
+`switch.api.participants`) when `service.participant_api_port` is set: it shares the
+engine's lookup token buckets, so acmt.023 and API lookups draw on the same budget.
+
 On start the leader registers the participants of the participants file that the
 store does not know yet (onboarding) and, on a scheme never funded, funds their
 opening positions from that file. SIGTERM or SIGINT stops it gracefully: the batch in
@@ -25,12 +29,15 @@ import contextlib
 import dataclasses
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Final
 
 import asyncpg
 
+from switch.api import ApiServer
+from switch.api.participants import start_participant_api
 from switch.core.money import to_minor
 from switch.engine import Engine
 from switch.security.messages import MessageSecurity
@@ -133,6 +140,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         vhost=svc.amqp_vhost,
     )
     transport = AmqpSwitchTransport(amqp, switch_id)
+    api: ApiServer | None = None
     try:
         await transport.open()
         joined, to_fund = await onboard(store, settings)
@@ -142,14 +150,31 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         await engine.start()
         for dp in to_fund:
             await engine.fund(dp.participant.id, to_minor(dp.fund), "opening-position")
+        if svc.participant_api_port:
+            api, _ = await start_participant_api(
+                store,
+                pki_dir=svc.pki_dir,
+                host=svc.participant_api_host,
+                port=svc.participant_api_port,
+                limiter=engine.lookups,
+                claim_period=timedelta(seconds=settings.directory.claim_period),
+                participants=lambda: _participant_ids(engine),
+            )
+            log.info("participant API on %s", api.url)
         log.info("clearing as leader on %s", amqp.address)
         await engine.run(stop)
     finally:
+        if api is not None:
+            await api.stop()
         await transport.close()
         await store.close()
         await lock.release()
     if lost.is_set():
         raise RuntimeError("leader lock lost while clearing")
+
+
+async def _participant_ids(engine: Engine) -> Collection[str]:
+    return list(engine.ctx.directory)
 
 
 def run(settings: Settings) -> int:

@@ -57,6 +57,9 @@ class ServiceSettings:
     amqp_host: str = "127.0.0.1"
     amqp_port: int = 5671
     amqp_vhost: str = "rtpswitch"
+    participant_api_host: str = "127.0.0.1"
+    participant_api_port: int = 8443
+    """The participants' alias-directory API (HTTPS, mutual TLS); 0 serves none."""
 
 
 def _participant_bucket() -> BucketSettings:
@@ -215,6 +218,9 @@ def _service(t: dict[str, Any], base: Path, store: str | None) -> ServiceSetting
     port = _get(t, "amqp_port", "service", int, 5671)
     if not 0 < port < 65536:
         raise SettingsError(f"service.amqp_port out of range: {port}")
+    api_port = _get(t, "participant_api_port", "service", int, 8443)
+    if not 0 <= api_port < 65536:
+        raise SettingsError(f"service.participant_api_port out of range: {api_port}")
     return ServiceSettings(
         store=store
         or os.environ.get("RTPSWITCH_STORE")
@@ -226,6 +232,8 @@ def _service(t: dict[str, Any], base: Path, store: str | None) -> ServiceSetting
         amqp_host=_get(t, "amqp_host", "service", str, "127.0.0.1"),
         amqp_port=port,
         amqp_vhost=_get(t, "amqp_vhost", "service", str, "rtpswitch"),
+        participant_api_host=_get(t, "participant_api_host", "service", str, "127.0.0.1"),
+        participant_api_port=api_port,
     )
 
 

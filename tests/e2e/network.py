@@ -17,6 +17,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -168,6 +169,14 @@ async def purge_all(participants: Sequence[str]) -> None:
 # --- configuration ----------------------------------------------------------------------------
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nothing listens on (for the leader's participant API)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
 def write_config(path: Path, store: str) -> Path:
     """A copy of config/switch.toml for this test: its database, PKI, vhost and timeout."""
     text = (REPO / "config" / "switch.toml").read_text()
@@ -177,6 +186,7 @@ def write_config(path: Path, store: str) -> Path:
         "participants": str(REPO / "config" / "demo.toml"),
         "amqp_vhost": VHOST,
         "response_timeout_seconds": RESPONSE_TIMEOUT,
+        "participant_api_port": free_port(),
     }
     for key, value in values.items():
         text, n = re.subn(rf"(?m)^{key} = \S+", f"{key} = {json.dumps(value)}", text)

@@ -24,6 +24,9 @@ no money.
 
 from __future__ import annotations
 
+import http.client
+import json
+import ssl
 import subprocess
 import sys
 import time
@@ -34,6 +37,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -46,7 +50,7 @@ from switch.iso20022 import views
 from switch.iso20022.parse import parse
 from switch.iso20022.registry import MessageType
 from switch.iso20022.views import Agent
-from switch.security.pki import SchemeCA
+from switch.security.pki import SchemeCA, load_credentials
 from switch.settings import Settings, load_settings
 from switch.store.base import open_store
 from switch.store.testing import ensure_test_database, reset_database
@@ -253,6 +257,9 @@ def test_four_banks_two_switches_clear_a_mixed_workload_through_a_crash(
         forged = run_async(_payment(net.store, uetr))
         assert (forged["state"], forged["reason"], forged["entries"]) == ("rejected", "RC01", 0)
 
+        # 6. The leader serves the banks' alias-directory API over mutual TLS.
+        _alias_directory_api(net.settings.service.participant_api_port)
+
         # The new leader stops gracefully.
         standby.terminate()
         assert standby.wait(30) == 0, standby.tail()
@@ -273,6 +280,33 @@ def test_four_banks_two_switches_clear_a_mixed_workload_through_a_crash(
     finally:
         for proc in procs:
             proc.kill()
+
+
+def _api_call(port: int, bank: str, method: str, path: str, body: Any = None) -> Any:
+    """(status, JSON body) of one call to the participant API as `bank` (its certificate)."""
+    creds = load_credentials(PKI, bank)
+    context = ssl.create_default_context(cafile=str(creds.ca_cert))
+    context.load_cert_chain(creds.tls_cert, creds.tls_key)
+    conn = http.client.HTTPSConnection("localhost", port, context=context, timeout=10)
+    try:
+        data = None if body is None else json.dumps(body).encode()
+        conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read() or b"null")
+    finally:
+        conn.close()
+
+
+def _alias_directory_api(port: int) -> None:
+    alias = {"type": "EMAL", "value": "Nina@Example.com", "account": "B-1", "name": "Nina Ek"}
+    status, body = _api_call(port, B, "POST", "/v1/aliases", alias)
+    assert status == 201, body
+    status, body = _api_call(port, A, "GET", "/v1/lookup/EMAL/nina@example.com")
+    assert status == 200, body
+    assert (body["participant"], body["name"]) == (B, "N**** E****"), body
+    assert "B-1" not in json.dumps(body)
+    status, body = _api_call(port, A, "DELETE", "/v1/aliases/EMAL/nina@example.com")
+    assert (status, body["code"]) == (403, "not_owner"), body
 
 
 def _start_phase(
