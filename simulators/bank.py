@@ -676,9 +676,7 @@ class SimulatedBank:
 
     # --- sending -------------------------------------------------------------------------
 
-    async def lookup(
-        self, alias_type: str, alias: str, *, end_user: str | None = None
-    ) -> str:
+    async def lookup(self, alias_type: str, alias: str, *, end_user: str | None = None) -> str:
         """Ask the switch who owns an alias (acmt.023); returns the request's MsgId.
 
         The answer lands in `lookup_answers` under that MsgId.
