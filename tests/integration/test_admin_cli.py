@@ -68,7 +68,7 @@ def test_migrate_prints_versions_then_up_to_date(
 ) -> None:
     url = f"sqlite:///{tmp_path / 'x.db'}"
     assert cli("db", "migrate", "--store", url) == 0
-    assert capsys.readouterr().out == "applied 0001_init\n"
+    assert capsys.readouterr().out == "applied 0001_init\napplied 0002_directory\n"
     assert cli("db", "migrate", "--store", url) == 0
     assert capsys.readouterr().out == "up to date\n"
 
