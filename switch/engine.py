@@ -80,6 +80,7 @@ from switch.iso20022 import (
 from switch.iso20022.registry import SchemaRegistry
 from switch.iso20022.views import Agent
 from switch.ledger import Book, JournalEntry, net_deltas
+from switch.metrics import ALIAS_LOOKUPS
 from switch.security.messages import MessageSecurity
 from switch.settings import Settings
 from switch.store.base import (
@@ -112,6 +113,9 @@ CLAIM_EVENTS: Final = {
     "cancel": "PCNL",
 }
 """admi.004 event codes telling both banks about each step of a portability claim."""
+_LOOKUPS_FOUND: Final = ALIAS_LOOKUPS.labels("queue", "found")
+_LOOKUPS_NOT_FOUND: Final = ALIAS_LOOKUPS.labels("queue", "not_found")
+_LOOKUPS_REFUSED: Final = ALIAS_LOOKUPS.labels("queue", "refused")
 
 
 def utcnow() -> datetime:
@@ -1086,6 +1090,7 @@ class Engine:
             self.stats.lookups += 1
             if not limiter.admit(sender, v.end_user, mono):
                 self.stats.lookups_refused += 1
+                _LOOKUPS_REFUSED.inc()
                 reports.append(
                     views.VerificationReport(
                         original_id=v.id, verified=False, reason="AM14", proxy=v.proxy
@@ -1097,6 +1102,7 @@ class Engine:
                 alias = directory.resolve(AliasType(v.proxy.type), v.proxy.id)
             limiter.charge(sender, v.end_user, alias is not None, mono)
             if alias is None:
+                _LOOKUPS_NOT_FOUND.inc()
                 reports.append(
                     views.VerificationReport(
                         original_id=v.id, verified=False, reason="BE23", proxy=v.proxy
@@ -1104,6 +1110,7 @@ class Engine:
                 )
                 continue
             self.stats.lookups_found += 1
+            _LOOKUPS_FOUND.inc()
             reports.append(
                 views.VerificationReport(
                     original_id=v.id,

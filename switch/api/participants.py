@@ -65,6 +65,7 @@ from switch.directory import (
     normalize,
 )
 from switch.directory_service import DirectoryService
+from switch.metrics import ALIAS_LOOKUPS
 from switch.store.base import Store
 
 __all__ = [
@@ -701,6 +702,7 @@ def participant_app(
         await service.refresh()
         now = monotonic()
         if not limiter.admit(participant, end_user, now):
+            ALIAS_LOOKUPS.labels("api", "refused").inc()
             seconds, field = _retry_after(limiter, participant, end_user, now)
             whose = "the end user's" if field == "end_user" else f"{participant}'s"
             raise ApiProblem(
@@ -713,6 +715,7 @@ def participant_app(
             )
         alias = service.directory.resolve(type, canonical)
         limiter.charge(participant, end_user, alias is not None, now)
+        ALIAS_LOOKUPS.labels("api", "not_found" if alias is None else "found").inc()
         if alias is None:
             raise NotFound(f"{type} {canonical} is not registered")
         return LookupResult(

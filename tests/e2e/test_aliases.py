@@ -14,6 +14,7 @@ from decimal import Decimal
 from uuid import uuid4
 
 import pytest
+from prometheus_client import REGISTRY
 
 from participants.messages import (
     alias_proxy,
@@ -222,6 +223,8 @@ async def test_a_lookup_flood_runs_the_end_users_bucket_dry(
     sw: Switch, small_buckets: Callable[[], None]
 ) -> None:
     small_buckets()
+    refused = {"channel": "queue", "outcome": "refused"}
+    counted = REGISTRY.get_sample_value("rtpswitch_alias_lookups_total", refused) or 0.0
     # Miss costs 20 of the end user's 40 tokens: two misses, then refused.
     answers = []
     for i in range(3):
@@ -229,6 +232,7 @@ async def test_a_lookup_flood_runs_the_end_users_bucket_dry(
         answers.append(report_of(await sw.receive(A)))
     assert [r.reason for r in answers] == ["BE23", "BE23", "AM14"]
     assert sw.engine.stats.lookups_refused == 1
+    assert REGISTRY.get_sample_value("rtpswitch_alias_lookups_total", refused) == counted + 1
     # Another end user of the same bank still has its own bucket.
     await sw.send(A, lookup("VPA", "guess9@bankb", end_user="customer-8"))
     assert report_of(await sw.receive(A)).reason == "BE23"
