@@ -95,6 +95,11 @@ class DirectoryService:
         self._apply(stored)
         return stored
 
+    async def _one(self, decision: Callable[[Directory], Change]) -> Change:
+        """`write` of a decision that makes exactly one change."""
+        (change,) = await self.write(lambda d: [decision(d)])
+        return change
+
     # --- what participants do ----------------------------------------------------------
 
     async def register(
@@ -109,19 +114,17 @@ class DirectoryService:
     ) -> Alias:
         """Register an alias for `participant` (EVP: `value` None, the directory makes it)."""
         at = self.clock()
-        (change,) = await self.write(
-            lambda d: [
-                d.register(
-                    participant=participant,
-                    kind=kind,
-                    value=value,
-                    account=account,
-                    name=name,
-                    at=at,
-                    actor=actor,
-                    evp=self.evp,
-                )
-            ]
+        change = await self._one(
+            lambda d: d.register(
+                participant=participant,
+                kind=kind,
+                value=value,
+                account=account,
+                name=name,
+                at=at,
+                actor=actor,
+                evp=self.evp,
+            )
         )
         return change.alias
 
@@ -136,17 +139,15 @@ class DirectoryService:
     ) -> Alias:
         """Point the owner's alias at another account and/or display name."""
         at = self.clock()
-        (change,) = await self.write(
-            lambda d: [
-                d.update(
-                    participant=participant,
-                    kind=kind,
-                    value=value,
-                    account=account,
-                    name=name,
-                    at=at,
-                )
-            ]
+        change = await self._one(
+            lambda d: d.update(
+                participant=participant,
+                kind=kind,
+                value=value,
+                account=account,
+                name=name,
+                at=at,
+            )
         )
         return change.alias
 
@@ -155,18 +156,18 @@ class DirectoryService:
     ) -> Alias:
         """Activate or deactivate the owner's alias (an inactive alias is not paid: BE23)."""
         at = self.clock()
-        (change,) = await self.write(
-            lambda d: [
-                d.set_active(participant=participant, kind=kind, value=value, active=active, at=at)
-            ]
+        change = await self._one(
+            lambda d: d.set_active(
+                participant=participant, kind=kind, value=value, active=active, at=at
+            )
         )
         return change.alias
 
     async def delete(self, *, participant: str, kind: AliasType, value: str) -> Alias:
         """Delete the owner's alias (kept in the history; the value is free again)."""
         at = self.clock()
-        (change,) = await self.write(
-            lambda d: [d.delete(participant=participant, kind=kind, value=value, at=at)]
+        change = await self._one(
+            lambda d: d.delete(participant=participant, kind=kind, value=value, at=at)
         )
         return change.alias
 
@@ -176,19 +177,17 @@ class DirectoryService:
         """Open a portability claim on an alias another participant owns."""
         at = self.clock()
         claim_id = self.claim_ids()
-        (change,) = await self.write(
-            lambda d: [
-                d.claim(
-                    claimant=claimant,
-                    kind=kind,
-                    value=value,
-                    account=account,
-                    name=name,
-                    at=at,
-                    period=self.claim_period,
-                    claim_id=claim_id,
-                )
-            ]
+        change = await self._one(
+            lambda d: d.claim(
+                claimant=claimant,
+                kind=kind,
+                value=value,
+                account=account,
+                name=name,
+                at=at,
+                period=self.claim_period,
+                claim_id=claim_id,
+            )
         )
         assert change.claim is not None
         return change.claim
@@ -197,22 +196,16 @@ class DirectoryService:
         """The current owner confirms (the alias moves) or rejects a claim."""
         at = self.clock()
         if confirm:
-            (change,) = await self.write(
-                lambda d: [d.confirm(owner=owner, claim_id=claim_id, at=at)]
-            )
+            change = await self._one(lambda d: d.confirm(owner=owner, claim_id=claim_id, at=at))
         else:
-            (change,) = await self.write(
-                lambda d: [d.reject(owner=owner, claim_id=claim_id, at=at)]
-            )
+            change = await self._one(lambda d: d.reject(owner=owner, claim_id=claim_id, at=at))
         assert change.claim is not None
         return change.claim
 
     async def cancel_claim(self, *, claimant: str, claim_id: str) -> Claim:
         """The claimant withdraws its open claim."""
         at = self.clock()
-        (change,) = await self.write(
-            lambda d: [d.cancel(claimant=claimant, claim_id=claim_id, at=at)]
-        )
+        change = await self._one(lambda d: d.cancel(claimant=claimant, claim_id=claim_id, at=at))
         assert change.claim is not None
         return change.claim
 
