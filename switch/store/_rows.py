@@ -164,6 +164,8 @@ def numbered(changes: Sequence[Change], last: int) -> list[Change]:
     return [c.stored(i) for i, c in enumerate(changes, start=last + 1)]
 
 
+DIR_LAST: Final = "SELECT coalesce(max(seq), 0) FROM directory_changes"
+"""The last directory change stored (0 when there is none)."""
 DIR_LOAD: Final = (
     f"SELECT {DIR_COLS} FROM directory_changes "
     "WHERE seq IN (SELECT version FROM aliases UNION SELECT version FROM alias_claims) "

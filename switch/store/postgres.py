@@ -548,7 +548,7 @@ class PostgresStore(Store):
             conn.transaction(isolation="repeatable_read", readonly=True),
         ):
             rows = await conn.fetch(_rows.DIR_LOAD)
-            seq = await conn.fetchval("SELECT coalesce(max(seq), 0) FROM directory_changes")
+            seq = await conn.fetchval(_rows.DIR_LAST)
             notified = await conn.fetchval("SELECT notified FROM directory_cursor")
         self.round_trips += 5
         return DirectorySnapshot(
@@ -569,16 +569,16 @@ class PostgresStore(Store):
         """Decide and append directory changes under the directory's write lock."""
         pool = await self._get_pool()
         async with pool.acquire() as conn:
-            self.round_trips += 5
+            self.round_trips += 4  # BEGIN, lock, read, COMMIT or ROLLBACK
             try:
                 async with conn.transaction():
                     await conn.execute("SELECT pg_advisory_xact_lock($1)", _DIRECTORY_LOCK)
                     seen = [_rows.change(r, _same) for r in await conn.fetch(_DIR_SINCE, after)]
-                    last = seen[-1].seq if seen else after
-                    if not seen:
-                        last = await conn.fetchval(
-                            "SELECT coalesce(max(seq), 0) FROM directory_changes"
-                        )
+                    if seen:
+                        last = seen[-1].seq
+                    else:
+                        self.round_trips += 1
+                        last = await conn.fetchval(_rows.DIR_LAST)
                     stored = _rows.numbered(decide(seen), last)
                     if stored:
                         self.round_trips += 1

@@ -163,7 +163,6 @@ def _ts_or_none(dt: datetime | None) -> str | None:
 _dt = datetime.fromisoformat
 
 _DIR_SINCE: Final = f"SELECT {_rows.DIR_COLS} FROM directory_changes WHERE seq > ? ORDER BY seq"
-_DIR_LAST: Final = "SELECT coalesce(max(seq), 0) FROM directory_changes"
 _DIR_INSERT: Final = (
     f"INSERT INTO directory_changes ({_rows.DIR_COLS}) VALUES ({', '.join('?' * _rows.DIR_WIDTH)})"
 )
@@ -490,7 +489,7 @@ class SqliteStore(Store):
             self._x(conn, "BEGIN")
             try:
                 rows = self._x(conn, _rows.DIR_LOAD).fetchall()
-                seq = self._x(conn, _DIR_LAST).fetchone()[0]
+                seq = self._x(conn, _rows.DIR_LAST).fetchone()[0]
                 notified = self._x(conn, "SELECT notified FROM directory_cursor").fetchone()[0]
             finally:
                 self._x(conn, "COMMIT")
@@ -514,7 +513,7 @@ class SqliteStore(Store):
 
         def work(conn: sqlite3.Connection) -> tuple[list[Change], list[Change]]:
             seen = [_rows.change(r, _dt) for r in self._x(conn, _DIR_SINCE, (after,))]
-            last = seen[-1].seq if seen else self._x(conn, _DIR_LAST).fetchone()[0]
+            last = seen[-1].seq if seen else self._x(conn, _rows.DIR_LAST).fetchone()[0]
             stored = _rows.numbered(decide(seen), last)
             if stored:
                 self._xm(conn, _DIR_INSERT, [_rows.change_row(c, _ts) for c in stored])
