@@ -367,7 +367,6 @@ class Engine:
         if polled:
             self._next_directory_poll = mono + _DIRECTORY_POLL
             await self.directory.expire_due()
-            self.lookups.prune(mono)
         self._queue_notices(await self.directory.refresh())
 
     def _queue_notices(self, changes: Sequence[Change]) -> None:
