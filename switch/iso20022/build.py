@@ -221,15 +221,21 @@ def forward_credit_transfer(
 
 
 def _replace_agent(tx: etree._Element, q: str, name: str, agent: Agent) -> None:
-    old = tx.find(q + name)
-    if old is None:
+    """Make `tx`'s child `name` name `agent` (its FinInstnId rebuilt in the tree, in place)."""
+    el = tx.find(q + name)
+    if el is None:
         raise ValueError(f"pacs.008 has no {name} to replace")
-    w = _Writer(name, MessageType.PACS_008.namespace)
-    w.fin_instn_id(agent)
-    new = etree.fromstring(w.done(name))
-    parent = old.getparent()
-    assert parent is not None
-    parent.replace(old, new)
+    tail = el.tail
+    el.clear()
+    el.tail = tail
+    fin = etree.SubElement(el, q + "FinInstnId")
+    if agent.bicfi is not None:
+        etree.SubElement(fin, q + "BICFI").text = agent.bicfi
+    if agent.member_id is not None:
+        member = etree.SubElement(fin, q + "ClrSysMmbId")
+        system = etree.SubElement(member, q + "ClrSysId")
+        etree.SubElement(system, q + "Cd").text = agent.clearing_system or USABA
+        etree.SubElement(member, q + "MmbId").text = agent.member_id
 
 
 def message_reject(
