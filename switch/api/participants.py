@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -41,14 +40,22 @@ from typing import Annotated, Any, Final, Literal
 from urllib.parse import quote
 from uuid import uuid4
 
-import asyncpg
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from switch.api.problems import (
+    PROBLEM_MEDIA_TYPE,
+    ApiProblem,
+    BodyLimit,
+    Problem,
+    install_handlers,
+    problem_response,
+    problems_as_problem_json,
+    store_errors,
+    unavailable,
+)
 from switch.api.tls import DEFAULT_HOSTNAMES, ApiServer, client_certificate, serve
 from switch.core.errors import InternalError
 from switch.directory import (
@@ -91,7 +98,6 @@ __all__ = [
 log = logging.getLogger("rtpswitch.api")
 
 API_VERSION: Final = "1"
-PROBLEM_MEDIA_TYPE: Final = "application/problem+json"
 MAX_BODY_BYTES: Final = 64 * 1024
 """Largest request body accepted (the largest request is a few hundred bytes)."""
 
@@ -129,69 +135,6 @@ _PARTICIPANT_RELOAD: Final = 10.0
 # --- problems ------------------------------------------------------------------------------
 
 
-class FieldProblem(BaseModel):
-    """One field of a malformed request and what is wrong with it."""
-
-    field: str | None
-    detail: str
-
-
-class Problem(BaseModel):
-    """An RFC 9457 problem: what went wrong, with the switch's code and the field at fault."""
-
-    type: str = Field(description="`urn:rtpswitch:problem:<code>`")
-    title: str = Field(description="a short summary of the problem's code")
-    status: int = Field(description="the HTTP status")
-    detail: str = Field(description="what exactly is wrong with this request")
-    code: str = Field(description="a stable code: the directory's, or the API's")
-    field: str | None = Field(description="the request field at fault, if there is one")
-    errors: list[FieldProblem] | None = Field(
-        default=None, description="every field at fault, for a malformed request"
-    )
-
-
-class ApiProblem(Exception):
-    """Refuse a request with a problem body."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        detail: str,
-        *,
-        title: str | None = None,
-        field: str | None = None,
-        errors: Sequence[FieldProblem] | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.code = code
-        self.detail = detail
-        self.title = title or code.replace("_", " ")
-        self.field = field
-        self.errors = list(errors) if errors is not None else None
-        self.headers = dict(headers or {})
-
-
-def _problem_response(problem: ApiProblem) -> JSONResponse:
-    body = Problem(
-        type=f"urn:rtpswitch:problem:{problem.code}",
-        title=problem.title,
-        status=problem.status,
-        detail=problem.detail,
-        code=problem.code,
-        field=problem.field,
-        errors=problem.errors,
-    )
-    return JSONResponse(
-        body.model_dump(mode="json", exclude_none=True) | {"field": problem.field},
-        status_code=problem.status,
-        headers=problem.headers,
-        media_type=PROBLEM_MEDIA_TYPE,
-    )
-
-
 def _directory_problem(exc: DirectoryError) -> ApiProblem:
     return ApiProblem(
         STATUS_OF_CODE.get(exc.code, 422),
@@ -202,44 +145,9 @@ def _directory_problem(exc: DirectoryError) -> ApiProblem:
     )
 
 
-def _field_of(loc: Sequence[Any]) -> str | None:
-    """The request field a validation error's location names ("body", "path" ... first)."""
-    names = [str(part) for part in loc[1:] if isinstance(part, str)]
-    if names:
-        return ".".join(names)
-    return "body" if loc and loc[0] == "body" else None
-
-
-def _validation_problem(exc: RequestValidationError) -> ApiProblem:
-    errors = []
-    for error in exc.errors():
-        loc = error.get("loc", ())
-        message = str(error.get("msg", "invalid"))
-        if error.get("type") == "json_invalid":
-            message = "the body is not valid JSON"
-        elif error.get("type") == "missing" and tuple(loc) == ("body",):
-            message = "the request needs a JSON body"
-        errors.append(FieldProblem(field=_field_of(loc), detail=message))
-    first = errors[0] if errors else FieldProblem(field=None, detail="the request is malformed")
-    detail = "; ".join(f"{e.field}: {e.detail}" if e.field else e.detail for e in errors)
-    return ApiProblem(
-        422,
-        "invalid_request",
-        detail or first.detail,
-        title="the request is malformed",
-        field=first.field,
-        errors=errors,
-    )
-
-
-_HTTP_CODES: Final[Mapping[int, str]] = {
-    400: "bad_request",
-    404: "no_such_resource",
-    405: "method_not_allowed",
-    406: "not_acceptable",
-    413: "body_too_large",
-    415: "unsupported_media_type",
-}
+def _directory_problem_of(exc: Exception) -> ApiProblem:
+    assert isinstance(exc, DirectoryError)
+    return _directory_problem(exc)
 
 
 def _problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -427,46 +335,6 @@ def _store_participants(service: DirectoryService) -> Callable[[], Awaitable[Col
     return load
 
 
-# --- the body limit ------------------------------------------------------------------------
-
-
-class _BodyLimit:
-    """Refuse request bodies over `limit` bytes (413) before they are buffered."""
-
-    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        too_large = ApiProblem(
-            413, "body_too_large", f"a request body is at most {self.limit} bytes"
-        )
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = self.limit + 1
-                if declared > self.limit:
-                    await _problem_response(too_large)(scope, receive, send)
-                    return
-        received = 0
-
-        async def limited() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise StarletteHTTPException(413, too_large.detail)
-            return message
-
-        await self.app(scope, limited, send)
-
-
 async def _identify(scope: Scope, known: _Participants) -> str:
     """The calling participant: the CN of a client certificate the scheme honours (or 403)."""
     cert = client_certificate(scope)
@@ -509,10 +377,10 @@ class _ParticipantGate:
         try:
             participant = await _identify(scope, self.known)
         except ApiProblem as problem:
-            await _problem_response(problem)(scope, receive, send)
+            await problem_response(problem)(scope, receive, send)
             return
-        except _store_errors() as exc:
-            await _problem_response(_unavailable(exc))(scope, receive, send)
+        except store_errors() as exc:
+            await problem_response(unavailable(exc, "the directory"))(scope, receive, send)
             return
         scope.setdefault("state", {})["participant"] = participant
         await self.app(scope, receive, send)
@@ -565,7 +433,7 @@ def participant_app(
         docs_url=None,
         redoc_url=None,
     )
-    app.add_middleware(_BodyLimit)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     app.add_middleware(_ParticipantGate, known=known)  # outermost: who first
     router = APIRouter(prefix=f"/v{API_VERSION}")
 
@@ -819,28 +687,9 @@ def participant_app(
         )
 
     app.include_router(router)
-    _install_handlers(app)
-    _problems_as_problem_json(app)
+    install_handlers(app, extra={DirectoryError: _directory_problem_of}, store="the directory")
+    problems_as_problem_json(app)
     return app
-
-
-def _problems_as_problem_json(app: FastAPI) -> None:
-    """Error answers are described as `application/problem+json` only, as they are sent."""
-    build = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = build()
-            for operations in schema.get("paths", {}).values():
-                for operation in operations.values():
-                    for status, response in operation.get("responses", {}).items():
-                        content = response.get("content", {})
-                        if status[:1] in ("4", "5") and PROBLEM_MEDIA_TYPE in content:
-                            content.pop("application/json", None)
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _retry_after(
@@ -859,65 +708,6 @@ def _retry_after(
     settings = limiter.end_users.settings
     debt = max(settings.found_cost, settings.miss_cost)
     return max(1, math.ceil(debt / settings.refill_per_second)), "end_user"
-
-
-def _store_errors() -> tuple[type[Exception], ...]:
-    return (OSError, sqlite3.Error, asyncpg.PostgresError, asyncpg.InterfaceError)
-
-
-def _unavailable(exc: BaseException) -> ApiProblem:
-    log.error("directory store unavailable: %s: %s", type(exc).__name__, exc)
-    return ApiProblem(
-        503,
-        "unavailable",
-        "the directory cannot be reached now; try again",
-        headers={"Retry-After": "1"},
-    )
-
-
-def _install_handlers(app: FastAPI) -> None:
-    """Every error answers a problem body."""
-
-    async def on_problem(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, ApiProblem)
-        return _problem_response(exc)
-
-    async def on_directory(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, DirectoryError)
-        return _problem_response(_directory_problem(exc))
-
-    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RequestValidationError)
-        return _problem_response(_validation_problem(exc))
-
-    async def on_http(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, StarletteHTTPException)
-        code = _HTTP_CODES.get(exc.status_code, "http_error")
-        detail = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
-        if exc.status_code == 404 and detail == "Not Found":
-            detail = f"there is no {request.url.path}"
-        return _problem_response(
-            ApiProblem(exc.status_code, code, detail, headers=dict(exc.headers or {}))
-        )
-
-    async def on_store(request: Request, exc: Exception) -> JSONResponse:
-        return _problem_response(_unavailable(exc))
-
-    async def on_bug(request: Request, exc: Exception) -> JSONResponse:
-        kind = "internal error" if isinstance(exc, InternalError) else "unexpected error"
-        log.error("%s answering %s %s", kind, request.method, request.url.path, exc_info=exc)
-        return _problem_response(
-            ApiProblem(500, "internal_error", "the switch failed to answer this request")
-        )
-
-    app.add_exception_handler(ApiProblem, on_problem)
-    app.add_exception_handler(DirectoryError, on_directory)
-    app.add_exception_handler(RequestValidationError, on_validation)
-    app.add_exception_handler(StarletteHTTPException, on_http)
-    for error in _store_errors():
-        app.add_exception_handler(error, on_store)
-    app.add_exception_handler(InternalError, on_bug)
-    app.add_exception_handler(Exception, on_bug)
 
 
 def new_claim_id() -> str:
