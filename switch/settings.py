@@ -60,6 +60,9 @@ class ServiceSettings:
     participant_api_host: str = "127.0.0.1"
     participant_api_port: int = 8443
     """The participants' alias-directory API (HTTPS, mutual TLS); 0 serves none."""
+    api_host: str = "127.0.0.1"
+    api_port: int = 0
+    """The operator API and dashboard (HTTPS, operator tokens); 0 serves none."""
 
 
 def _participant_bucket() -> BucketSettings:
@@ -83,6 +86,21 @@ class DirectorySettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class OperationsSettings:
+    """The operator API: maker-checker and the lines alerts are drawn at."""
+
+    approval_threshold: Decimal | None = Decimal("1000000.00")
+    """Funding or defunding more than this needs a second operator (None: never)."""
+    approval_ttl: float = 86_400.0
+    """Seconds a funding request waits for its second operator before it expires."""
+    low_position: Decimal = Decimal("10000.00")
+    """An available position under this is low (dashboard warning, alert)."""
+    reject_rate_alert: float = 0.25
+    timeout_rate_alert: float = 0.05
+    queue_depth_alert: int = 1000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """Everything the switch is configured with."""
 
@@ -92,6 +110,7 @@ class Settings:
     store: str = DEFAULT_STORE
     service: ServiceSettings = field(default_factory=ServiceSettings)
     directory: DirectorySettings = field(default_factory=DirectorySettings)
+    operations: OperationsSettings = field(default_factory=OperationsSettings)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -182,6 +201,38 @@ def load_settings(
         store=store or os.environ.get("RTPSWITCH_STORE") or DEFAULT_STORE,
         service=_service(data.get("service", {}), file.parent, store),
         directory=_directory(data.get("directory", {})),
+        operations=_operations(data.get("operations", {})),
+    )
+
+
+def _operations(t: dict[str, Any]) -> OperationsSettings:
+    where = "operations"
+    threshold = t.get("approval_threshold", "1000000.00")
+    if threshold is not None and not isinstance(threshold, str):
+        raise SettingsError(f"{where}.approval_threshold must be a string, not {threshold!r}")
+    ttl = _get(t, "approval_ttl_seconds", where, float, 86_400.0)
+    if ttl <= 0:
+        raise SettingsError(f"{where}.approval_ttl_seconds must be positive")
+    low = _get(t, "low_position", where, str, "10000.00")
+    rates = {}
+    for key, default in (("reject_rate_alert", 0.25), ("timeout_rate_alert", 0.05)):
+        rates[key] = _get(t, key, where, float, default)
+        if not 0 < rates[key] <= 1:
+            raise SettingsError(f"{where}.{key} must be in (0, 1]: {rates[key]}")
+    depth = _get(t, "queue_depth_alert", where, int, 1000)
+    if depth < 1:
+        raise SettingsError(f"{where}.queue_depth_alert must be at least 1")
+    return OperationsSettings(
+        approval_threshold=(
+            None
+            if threshold in (None, "", "none")
+            else _decimal(threshold, f"{where}.approval_threshold")
+        ),
+        approval_ttl=ttl,
+        low_position=_decimal(low, f"{where}.low_position"),
+        reject_rate_alert=rates["reject_rate_alert"],
+        timeout_rate_alert=rates["timeout_rate_alert"],
+        queue_depth_alert=depth,
     )
 
 
@@ -221,7 +272,12 @@ def _service(t: dict[str, Any], base: Path, store: str | None) -> ServiceSetting
     api_port = _get(t, "participant_api_port", "service", int, 8443)
     if not 0 <= api_port < 65536:
         raise SettingsError(f"service.participant_api_port out of range: {api_port}")
+    operator_port = _get(t, "api_port", "service", int, 0)
+    if not 0 <= operator_port < 65536:
+        raise SettingsError(f"service.api_port out of range: {operator_port}")
     return ServiceSettings(
+        api_host=_get(t, "api_host", "service", str, "127.0.0.1"),
+        api_port=operator_port,
         store=store
         or os.environ.get("RTPSWITCH_STORE")
         or _get(t, "store", "service", str, DEFAULT_SERVICE_STORE),
