@@ -35,6 +35,7 @@ import itertools
 import logging
 import re
 import time
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
@@ -79,6 +80,7 @@ from switch.iso20022 import (
 )
 from switch.iso20022.registry import SchemaRegistry
 from switch.iso20022.views import Agent
+from switch.latency import BATCH_SIZE_BUCKETS, STAGE_BUCKETS, LatencyHistogram
 from switch.ledger import Book, JournalEntry, net_deltas
 from switch.metrics import ALIAS_LOOKUPS
 from switch.security.messages import MessageSecurity
@@ -167,7 +169,12 @@ class _Pending:
 
 @dataclass(slots=True)
 class EngineStats:
-    """Counters for monitoring and benchmarks."""
+    """Counters for monitoring and benchmarks: plain Python, cheap on the hot path.
+
+    Read at scrape time by `switch.metrics.EngineCollector`. Messages in and out are
+    counted by type as they are decided (a batch still committing is included);
+    `messages_in`, `messages_out` and `batches` once a batch is committed and sent.
+    """
 
     messages_in: int = 0
     messages_out: int = 0
@@ -180,6 +187,34 @@ class EngineStats:
     lookups_found: int = 0
     lookups_refused: int = 0
     """Alias lookups refused because a token bucket was empty (anti-enumeration)."""
+    messages_in_by_type: Counter[str] = field(default_factory=Counter)
+    """Inbound messages by type ("pacs.008", ...; "unknown" when unusable)."""
+    messages_out_by_type: Counter[str] = field(default_factory=Counter)
+    """Outbound messages by type, answers, notices and resent copies alike."""
+    finals: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """Payments that reached a final state, by (state, reason or "")."""
+    duplicates: int = 0
+    """pacs.008 rejected DUPL (message id, UETR or end-to-end id already used)."""
+    signature_failures: Counter[str] = field(default_factory=Counter)
+    """Messages refused for their signature, by reason (DS0B, DS0C, DS0D)."""
+    in_flight: int = 0
+    """Payments forwarded to the creditor agent and not yet final."""
+    end_to_end: LatencyHistogram = field(default_factory=LatencyHistogram)
+    """Seconds from a payment's arrival (its batch) to its final decision (its batch)."""
+    recent_latencies: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
+    """End-to-end seconds of the most recent final payments, for exact percentiles."""
+    stage_read: LatencyHistogram = field(default_factory=lambda: LatencyHistogram(STAGE_BUCKETS))
+    """Seconds to read (parse, validate, verify) one batch's deliveries."""
+    stage_decide: LatencyHistogram = field(default_factory=lambda: LatencyHistogram(STAGE_BUCKETS))
+    """Seconds to decide one batch's deliveries and due deadlines in memory."""
+    stage_commit: LatencyHistogram = field(default_factory=lambda: LatencyHistogram(STAGE_BUCKETS))
+    """Seconds to sign (with message security) and commit one batch."""
+    stage_send: LatencyHistogram = field(default_factory=lambda: LatencyHistogram(STAGE_BUCKETS))
+    """Seconds to acknowledge one batch's deliveries and send its messages."""
+    batch_size: LatencyHistogram = field(
+        default_factory=lambda: LatencyHistogram(BATCH_SIZE_BUCKETS)
+    )
+    """Deliveries per committed batch (0 for a batch of due deadlines or notices only)."""
 
 
 class Engine:
@@ -244,10 +279,14 @@ class Engine:
             state.positions, funded=state.funded, defunded=state.defunded
         )
         self._set_participants(state.participants.values())
+        forwarded = 0
         for p in state.payments:
             self._index(p)
-            if p.state is PaymentState.FORWARDED and p.deadline is not None:
-                heapq.heappush(self.deadlines, (p.deadline, p.id))
+            if p.state is PaymentState.FORWARDED:
+                forwarded += 1
+                if p.deadline is not None:
+                    heapq.heappush(self.deadlines, (p.deadline, p.id))
+        self.stats.in_flight = forwarded
         self.msg_ids = set(state.msg_ids)
         self.hashes = dict(state.inbound_hashes)
         await self.directory.start()
@@ -313,7 +352,11 @@ class Engine:
                     deliveries = await self.transport.receive_batch(size - len(taken), 0.001)
                 else:
                     deliveries = []
-                prepared = await self._read(deliveries) if deliveries else []
+                prepared: list[Inbound] = []
+                if deliveries:
+                    started = time.perf_counter()
+                    prepared = await self._read(deliveries)
+                    self.stats.stage_read.observe(time.perf_counter() - started)
                 await self._follow_directory(prepared)
                 now = self.clock()
                 if (
@@ -328,7 +371,9 @@ class Engine:
                         pending = None
                     resends = await self._lookup_resends(deliveries, digests)
                     work = work or _Work()
+                    started = time.perf_counter()
                     await self._decide(work, deliveries, prepared, resends, now)
+                    self.stats.stage_decide.observe(time.perf_counter() - started)
                     taken.extend(deliveries)
                 if pending is not None and (pending.task.done() or len(taken) >= size):
                     await self._complete(pending)
@@ -443,9 +488,11 @@ class Engine:
 
     async def _sign_and_commit(self, work: _Work) -> None:
         """Sign the batch's outbound messages (with message security), then commit it."""
+        started = time.perf_counter()
         if self.security is not None and work.unsigned:
             await self._sign(work)
         await self.store.commit_batch(work.batch)
+        self.stats.stage_commit.observe(time.perf_counter() - started)
 
     async def _sign(self, work: _Work) -> None:
         """Replace each outbound message of `work` by its signed bytes (archived as sent)."""
@@ -472,12 +519,16 @@ class Engine:
     async def _complete(self, pending: _Pending) -> None:
         """Wait for a batch's commit; then acknowledge its deliveries and send its messages."""
         await pending.task
-        self.stats.batches += 1
-        self.stats.messages_in += len(pending.deliveries)
+        stats = self.stats
+        stats.batches += 1
+        stats.messages_in += len(pending.deliveries)
+        stats.batch_size.observe(len(pending.deliveries))
+        started = time.perf_counter()
         await self.transport.ack(pending.deliveries)
         sends = pending.work.sends
         await self.transport.send_many([(s.participant, s.message.raw) for s in sends])
-        self.stats.messages_out += len(sends)
+        stats.stage_send.observe(time.perf_counter() - started)
+        stats.messages_out += len(sends)
         self._unmarked.extend(s.message.id for s in sends)
 
     async def _send(self, sends: list[_Send]) -> None:
@@ -486,6 +537,8 @@ class Engine:
             return
         await self.transport.send_many([(s.participant, s.message.raw) for s in sends])
         self.stats.messages_out += len(sends)
+        for s in sends:
+            self.stats.messages_out_by_type[s.message.msg_type[:8]] += 1
         await self.store.mark_sent([s.message.id for s in sends], self.clock())
 
     def _any_known(self, deliveries: Sequence[Delivery], digests: Sequence[str]) -> bool:
@@ -526,6 +579,7 @@ class Engine:
             raw=d.data,
             at=now,
         )
+        self.stats.messages_in_by_type[inbound.msg_type[:8]] += 1  # pacs.008, unknown
         key = (d.sender, sha)
         prev = self.hashes.get(key)
         if prev is not None:
@@ -548,6 +602,7 @@ class Engine:
             return
         if ready.signature is not None:
             code, text = ready.signature
+            self.stats.signature_failures[code] += 1
             if ready.mtype is MessageType.PACS_008 and ready.refs is not None:
                 self._reject_transfer(d.sender, ready.refs, code, text, inbound, now, work)
             else:
@@ -611,6 +666,7 @@ class Engine:
         answers = list(committed or ())
         answers += [m for m in work.by_inbound.get(prev, ()) if m.participant == sender]
         for old in answers:
+            self.stats.messages_out_by_type[old.msg_type[:8]] += 1
             copy = replace(old, id=self._ids(), at=now, in_reply_to=inbound.id, sent_at=None)
             if old.id in work.unsigned:
                 work.copies.append((len(work.batch.messages), old.id))
@@ -654,6 +710,7 @@ class Engine:
         work.unsigned[biz] = len(work.batch.messages)
         work.batch.messages.append(msg)
         work.sends.append(_Send(to, msg))
+        self.stats.messages_out_by_type[mtype.family] += 1
         if in_reply_to is not None:
             work.by_inbound.setdefault(in_reply_to, []).append(msg)
 
@@ -748,6 +805,7 @@ class Engine:
         elif tx_key in self.e2e_keys:
             dup = f"EndToEndId {tx.end_to_end_id} / TxId {tx.tx_id} was already used by {sender}"
         if dup is not None:
+            self.stats.duplicates += 1
             doc = build.status_report(
                 msg_id=self._ids(),
                 created=now,
@@ -832,6 +890,7 @@ class Engine:
             self._status_to(sender, p, "RJCT", reason, now, work, in_reply_to=inbound.id, text=text)
             return
         p.state = next_state(next_state(p.state, PaymentEvent.RESERVE), PaymentEvent.FORWARD)
+        self.stats.in_flight += 1
         p.deadline = now + self.timeout
         heapq.heappush(self.deadlines, (p.deadline, p.id))
         assert creditor is not None
@@ -918,16 +977,23 @@ class Engine:
         self, p: PaymentRecord, event: PaymentEvent, reason: str | None, now: datetime
     ) -> None:
         """Move `p` to a final state (through the transition table) and count it."""
+        stats = self.stats
+        if p.state is PaymentState.FORWARDED:
+            stats.in_flight -= 1
         p.state = next_state(p.state, event)
         p.reason = reason
         p.updated_at = now
         p.deadline = None
         if p.state is PaymentState.SETTLED:
-            self.stats.settled += 1
+            stats.settled += 1
         elif p.state is PaymentState.TIMED_OUT:
-            self.stats.timed_out += 1
+            stats.timed_out += 1
         else:
-            self.stats.rejected += 1
+            stats.rejected += 1
+        stats.finals[(p.state.value, reason or "")] += 1
+        seconds = max(0.0, (now - p.created_at).total_seconds())
+        stats.end_to_end.observe(seconds)
+        stats.recent_latencies.append(seconds)
 
     def _update(self, p: PaymentRecord, work: _Work) -> None:
         work.batch.updates.append(
