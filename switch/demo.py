@@ -20,7 +20,7 @@ import random
 import re
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -40,7 +40,7 @@ from switch.settings import (
     load_demo_participants,
 )
 from switch.store.base import Store, open_store
-from switch.transport import Delivery, LocalNetwork, SwitchTransport
+from switch.transport import Delivery, LocalNetwork, Observable, SwitchTransport
 
 SCENARIOS: Final = (
     ("accepted", 60),
@@ -99,6 +99,18 @@ class RecordingTransport:
         for participant, data in messages:
             self._write("out", participant, data)
         await self._inner.send_many(messages)
+
+    async def queue_depth(self) -> int | None:
+        """The wrapped transport's answer (None if it cannot tell)."""
+        if isinstance(self._inner, Observable):
+            return await self._inner.queue_depth()
+        return None
+
+    async def connected(self, participants: Collection[str]) -> dict[str, bool]:
+        """The wrapped transport's answer (all False if it cannot tell)."""
+        if isinstance(self._inner, Observable):
+            return await self._inner.connected(participants)
+        return dict.fromkeys(participants, False)
 
 
 @dataclass(slots=True)

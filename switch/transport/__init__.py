@@ -1,6 +1,6 @@
 """Participant transports: in-process (embedded default) and AMQP over mTLS."""
 
-from switch.transport.base import Delivery, ParticipantChannel, SwitchTransport
+from switch.transport.base import Delivery, Observable, ParticipantChannel, SwitchTransport
 from switch.transport.local import LocalChannel, LocalNetwork, LocalSwitchTransport
 
 __all__ = [
@@ -8,6 +8,7 @@ __all__ = [
     "LocalChannel",
     "LocalNetwork",
     "LocalSwitchTransport",
+    "Observable",
     "ParticipantChannel",
     "SwitchTransport",
 ]

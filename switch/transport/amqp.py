@@ -37,7 +37,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -95,6 +95,8 @@ OUTBOUND_EXCHANGE: Final = "rtpswitch.outbound"
 UNATTRIBUTED_EXCHANGE: Final = "rtpswitch.unattributed"
 UNATTRIBUTED_QUEUE: Final = "switch.unattributed"
 CONTENT_TYPE: Final = "application/xml"
+_OBSERVE_TIMEOUT: Final = 2.0
+"""At most this many seconds for one look at a queue (operator metrics, never clearing)."""
 
 
 def participant_queue(participant: str) -> str:
@@ -249,6 +251,48 @@ class _Link:
         self._exchanges: dict[str, AbstractExchange] = {}
         self.consumer: _Consumer | None = None
         self._lock = asyncio.Lock()
+        self._observer: tuple[AbstractConnection, AbstractChannel] | None = None
+        self._observe_lock = asyncio.Lock()
+
+    @property
+    def alive(self) -> bool:
+        """Connected now (no attempt to connect is made to find out)."""
+        return not self._closed and self._conn is not None and _alive(self._conn)
+
+    async def queue_counts(self, queue: str) -> tuple[int, int] | None:
+        """(messages ready, consumers) of `queue` by a passive declare; None if unknown.
+
+        For the operator's metrics: it uses the connection only when it is up (it never
+        connects nor waits for a reconnect), on a channel of its own (the broker closes
+        the channel of a declare it refuses, say for a queue that does not exist), and
+        gives up after `_OBSERVE_TIMEOUT` seconds. It never raises.
+        """
+        timeout = min(self.settings.operation_timeout, _OBSERVE_TIMEOUT)
+        async with self._observe_lock:
+            conn = self._conn
+            if self._closed or conn is None or not _alive(conn):
+                return None
+            try:
+                if (
+                    self._observer is None
+                    or self._observer[0] is not conn
+                    or self._observer[1].is_closed
+                ):
+                    channel = await asyncio.wait_for(
+                        conn.channel(publisher_confirms=False), timeout
+                    )
+                    self._observer = (conn, channel)
+                declared = await self._observer[1].declare_queue(
+                    queue, passive=True, timeout=timeout
+                )
+            except (AMQPError, OSError, RuntimeError, TimeoutError) as exc:
+                self._observer = None
+                log.debug("%s: cannot look at queue %s: %s", self.name, queue, _describe(exc))
+                return None
+        result = declared.declaration_result
+        if result.message_count is None or result.consumer_count is None:
+            return None
+        return result.message_count, result.consumer_count
 
     async def connection(self) -> AbstractConnection:
         """The open connection, (re)connecting if needed."""
@@ -355,6 +399,7 @@ class _Link:
     async def close(self) -> None:
         """Close the connection (and its channels); the link cannot be used again."""
         self._closed = True
+        self._observer = None
         conn, self._conn = self._conn, None
         self._publisher, self._exchanges, self.consumer = None, {}, None
         if conn is not None and not conn.is_closed:
@@ -495,6 +540,32 @@ class AmqpSwitchTransport:
         Waiting for each confirm in turn would cost one round trip per message.
         """
         await asyncio.gather(*(self.send(participant, data) for participant, data in messages))
+
+    async def queue_depth(self) -> int | None:
+        """Messages waiting for the switch: ready on `switch.inbound`, plus those delivered
+        to this process and not yet handed to the engine; None when not connected."""
+        counts = await self._link.queue_counts(SWITCH_QUEUE)
+        if counts is None:
+            return None
+        consumer = self._link.consumer
+        buffered = consumer.inbox.qsize() if consumer is not None and consumer.usable else 0
+        return counts[0] + buffered
+
+    async def connected(self, participants: Collection[str]) -> dict[str, bool]:
+        """Whether each participant has a consumer on its queue `participant.<ID>`.
+
+        False for a participant without a queue, and for all of them when the switch is
+        not connected to the broker or it does not answer in time.
+        """
+        out = dict.fromkeys(participants, False)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._link.settings.operation_timeout
+        for participant in out:
+            if not self._link.alive or loop.time() > deadline:
+                break
+            counts = await self._link.queue_counts(participant_queue(participant))
+            out[participant] = counts is not None and counts[1] > 0
+        return out
 
 
 class AmqpParticipantChannel:

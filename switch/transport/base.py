@@ -10,9 +10,9 @@ de-duplicate by BizMsgIdr, which is what makes re-sending after a crash safe.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +41,27 @@ class SwitchTransport(Protocol):
 
     async def send_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
         """Hand each (participant, data) of `messages` over, in order; return when all are."""
+        ...
+
+
+@runtime_checkable
+class Observable(Protocol):
+    """What a switch transport tells the operator (read at scrape time, never on the hot path).
+
+    Both answer from the transport's own view and never raise: what cannot be found out
+    is None (depth) or False (a participant not known to be connected).
+    """
+
+    async def queue_depth(self) -> int | None:
+        """Messages waiting for the switch (sent to it, not yet handed to the engine)."""
+        ...
+
+    async def connected(self, participants: Collection[str]) -> dict[str, bool]:
+        """For each of `participants`: whether it is connected to receive from the switch.
+
+        A bank is connected when it has a consumer on its queue (AMQP) or a channel
+        (in process).
+        """
         ...
 
 

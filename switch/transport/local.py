@@ -9,7 +9,7 @@ message.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from switch.transport.base import Delivery
 
@@ -20,12 +20,22 @@ class LocalNetwork:
     def __init__(self) -> None:
         self._inbox: asyncio.Queue[Delivery] = asyncio.Queue()
         self._queues: dict[str, asyncio.Queue[bytes]] = {}
+        self._connected: set[str] = set()
         self.switch = LocalSwitchTransport(self)
 
     def connect(self, participant: str) -> LocalChannel:
         """A channel for `participant` (its queue is created on first connection)."""
         self._queues.setdefault(participant, asyncio.Queue())
+        self._connected.add(participant)
         return LocalChannel(self, participant)
+
+    def disconnect(self, participant: str) -> None:
+        """`participant` no longer reads its queue (what the switch sends waits there)."""
+        self._connected.discard(participant)
+
+    def is_connected(self, participant: str) -> bool:
+        """Whether `participant` has a channel (connected and not disconnected since)."""
+        return participant in self._connected
 
     def queue(self, participant: str) -> asyncio.Queue[bytes]:
         """The queue of `participant`, created if needed."""
@@ -70,6 +80,14 @@ class LocalSwitchTransport:
         queue = self._net.queue
         for participant, data in messages:
             queue(participant).put_nowait(data)
+
+    async def queue_depth(self) -> int | None:
+        """Messages sent to the switch and not yet received by it."""
+        return self._net.inbox.qsize()
+
+    async def connected(self, participants: Collection[str]) -> dict[str, bool]:
+        """Whether each of `participants` has a channel on this network."""
+        return {p: self._net.is_connected(p) for p in participants}
 
 
 class LocalChannel:
