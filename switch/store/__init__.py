@@ -6,11 +6,19 @@ costs neither driver.
 """
 
 from switch.store.base import (
+    Approval,
+    ApprovalDecision,
+    ApprovalState,
     ArchivedMessage,
+    AuditRecord,
     Batch,
     Direction,
     DirectoryDecision,
     DirectorySnapshot,
+    JournalRow,
+    OperatorRole,
+    OperatorToken,
+    PaymentQuery,
     PaymentRecord,
     PaymentUpdate,
     State,
@@ -19,11 +27,19 @@ from switch.store.base import (
 )
 
 __all__ = [
+    "Approval",
+    "ApprovalDecision",
+    "ApprovalState",
     "ArchivedMessage",
+    "AuditRecord",
     "Batch",
     "Direction",
     "DirectoryDecision",
     "DirectorySnapshot",
+    "JournalRow",
+    "OperatorRole",
+    "OperatorToken",
+    "PaymentQuery",
     "PaymentRecord",
     "PaymentUpdate",
     "State",

@@ -1,20 +1,38 @@
-"""What both stores share: column lists, migrations on disk, and rows read back.
+"""What both stores share: column lists, migrations on disk, queries, and rows read back.
 
 The two databases hold the same logical schema; only how a timestamp comes back differs
 (PostgreSQL returns aware datetimes, SQLite ISO-8601 text), so the row readers take the
-conversion as an argument.
+conversion as an argument. The operators' read queries are written once, with
+PostgreSQL's `$n` placeholders; `qmark` turns them into SQLite's `?n`. Those with
+optional criteria are built by `Where`, which puts in only the criteria given, so that
+each query the database sees can use its index. Audit `before`/`after` travel as JSON
+text both ways (jsonb on PostgreSQL, TEXT on SQLite).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from importlib.resources import files
 from typing import Any, Final
 
-from switch.core import Money, Participant, ParticipantStatus, PaymentState
+from switch.core import FINAL_STATES, Money, Participant, ParticipantStatus, PaymentState
 from switch.directory import Alias, AliasStatus, AliasType, Change, Claim, ClaimState
-from switch.store.base import ArchivedMessage, Direction, PaymentRecord
+from switch.ledger import EntryKind, JournalEntry, available_account, reserved_account
+from switch.store.base import (
+    Approval,
+    ApprovalState,
+    ArchivedMessage,
+    AuditRecord,
+    Direction,
+    JournalRow,
+    OperatorRole,
+    OperatorToken,
+    PaymentQuery,
+    PaymentRecord,
+)
 
 MSG_COLS: Final = (
     "id, direction, participant, msg_type, biz_msg_id, sha256, raw, at, payment_id, "
@@ -171,3 +189,311 @@ DIR_LOAD: Final = (
     "WHERE seq IN (SELECT version FROM aliases UNION SELECT version FROM alias_claims) "
     "ORDER BY seq"
 )
+
+
+# --- the operators' side ----------------------------------------------------------------------
+
+TOKEN_COLS: Final = "id, name, role, created_at, created_by, revoked_at, revoked_by"
+AUDIT_COLS: Final = "seq, at, actor, role, action, target, before, after, approval"
+AUDIT_INSERT_COLS: Final = "at, actor, role, action, target, before, after, approval"
+APPROVAL_COLS: Final = (
+    "id, action, participant, amount, reference, maker, created_at, expires_at, state, "
+    "checker, decided_at"
+)
+JOURNAL_COLS: Final = "seq, at, kind, debit, credit, amount, ref"
+
+_PLACEHOLDER: Final = re.compile(r"\$(\d+)")
+
+
+def qmark(sql: str) -> str:
+    """A query written with `$n` placeholders, in SQLite's `?n` spelling."""
+    return _PLACEHOLDER.sub(r"?\1", sql)
+
+
+def positive_limit(limit: int) -> int:
+    """`limit` if it is a positive page size; ValueError otherwise."""
+    if type(limit) is not int or limit < 1:
+        raise ValueError(f"page size must be a positive int: {limit!r}")
+    return limit
+
+
+class Where:
+    """The criteria of a query, numbered `$1`, `$2`, ... in the order they are added."""
+
+    def __init__(self) -> None:
+        self.conditions: list[str] = []
+        self.params: list[Any] = []
+
+    def arg(self, value: Any) -> str:
+        """The placeholder of a new parameter `value`."""
+        self.params.append(value)
+        return f"${len(self.params)}"
+
+    def add(self, condition: str) -> None:
+        """Require `condition` (its placeholders made by `arg`)."""
+        self.conditions.append(condition)
+
+    def clause(self) -> str:
+        """` WHERE ...` (empty when there is no criterion)."""
+        return f" WHERE {' AND '.join(self.conditions)}" if self.conditions else ""
+
+
+FINAL_IN: Final = ", ".join(f"'{s}'" for s in sorted(FINAL_STATES))
+"""The final payment states as an SQL list (the payments_final_updated index's own)."""
+
+PING: Final = "SELECT 1"
+PARTICIPANTS_POSITIONS: Final = (
+    "SELECT p.id, p.member_id, p.name, p.status, p.limit_minor, p.limit_currency, "
+    "p.limit_exponent, q.available, q.reserved "
+    "FROM participants p JOIN positions q ON q.participant = p.id ORDER BY p.id"
+)
+PAYMENT: Final = (
+    f"SELECT {PAY_COLS} FROM payments WHERE id = $1 OR uetr = $1 ORDER BY id = $1 DESC LIMIT 1"
+)
+PAYMENT_MESSAGES: Final = f"""
+WITH own AS (
+    SELECT id FROM messages WHERE id = $1
+    UNION
+    SELECT id FROM messages WHERE payment_id = $2
+), every AS (
+    SELECT id FROM own
+    UNION
+    SELECT id FROM messages WHERE in_reply_to IN (SELECT id FROM own)
+)
+SELECT {MSG_COLS} FROM messages WHERE id IN (SELECT id FROM every) ORDER BY at, id
+"""
+"""A payment's messages ($1 its inbound message, $2 its id), oldest first, once each."""
+RECENT_FINALS: Final = (
+    "SELECT state, reason, count(*) FROM payments "
+    f"WHERE state IN ({FINAL_IN}) AND updated_at >= $1 GROUP BY state, reason"
+)
+TOKEN_INSERT: Final = (
+    f"INSERT INTO operator_tokens ({TOKEN_COLS}, secret_sha256) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+)
+TOKEN_GET: Final = f"SELECT {TOKEN_COLS}, secret_sha256 FROM operator_tokens WHERE id = $1"
+TOKENS: Final = f"SELECT {TOKEN_COLS} FROM operator_tokens ORDER BY created_at, id"
+TOKEN_REVOKE: Final = (
+    "UPDATE operator_tokens SET revoked_at = $2, revoked_by = $3 "
+    f"WHERE id = $1 AND revoked_at IS NULL RETURNING {TOKEN_COLS}"
+)
+TOKEN_ONE: Final = f"SELECT {TOKEN_COLS} FROM operator_tokens WHERE id = $1"
+AUDIT_INSERT: Final = (
+    f"INSERT INTO audit_log ({AUDIT_INSERT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+)
+APPROVAL_INSERT: Final = (
+    f"INSERT INTO approvals ({APPROVAL_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+)
+APPROVAL_GET: Final = f"SELECT {APPROVAL_COLS} FROM approvals WHERE id = $1"
+APPROVAL_DECIDE: Final = (
+    "UPDATE approvals SET state = $2, checker = $3, decided_at = $4 "
+    f"WHERE id = $1 AND state = 'pending' RETURNING {APPROVAL_COLS}"
+)
+APPROVALS_DECIDE: Final = (
+    "UPDATE approvals SET state = $2, checker = $3, decided_at = $4 "
+    "WHERE id = $1 AND state = 'pending'"
+)
+"""APPROVAL_DECIDE for many at once (SQLite's executemany, which counts the rows changed)."""
+
+
+def participant_row(p: Participant) -> tuple[Any, ...]:
+    """A participant as (id, member_id, name, status, limit minor, currency, exponent)."""
+    limit = p.limit
+    return (
+        p.id,
+        p.member_id,
+        p.name,
+        str(p.status),
+        None if limit is None else limit.minor,
+        None if limit is None else limit.currency,
+        None if limit is None else limit.exponent,
+    )
+
+
+def json_text(value: Mapping[str, Any] | None) -> str | None:
+    """An audit `before`/`after` as JSON text (strict JSON: no NaN, no other types)."""
+    if value is None:
+        return None
+    return json.dumps(dict(value), separators=(",", ":"), sort_keys=True, allow_nan=False)
+
+
+def json_value(value: Any) -> dict[str, Any] | None:
+    """An audit `before`/`after` read back (JSON text, or what a driver decoded)."""
+    if value is None:
+        return None
+    decoded = json.loads(value) if isinstance(value, str | bytes) else value
+    return dict(decoded)
+
+
+def token(r: Any, ts: Timestamp) -> OperatorToken:
+    """A token from a row of TOKEN_COLS."""
+    return OperatorToken(
+        id=r[0],
+        name=r[1],
+        role=OperatorRole(r[2]),
+        created_at=ts(r[3]),
+        created_by=r[4],
+        revoked_at=None if r[5] is None else ts(r[5]),
+        revoked_by=r[6],
+    )
+
+
+def token_row(
+    t: OperatorToken, secret_sha256: str, ts: Callable[[datetime], Any]
+) -> tuple[Any, ...]:
+    """A token as the parameters of TOKEN_INSERT."""
+    return (
+        t.id,
+        t.name,
+        str(t.role),
+        ts(t.created_at),
+        t.created_by,
+        None if t.revoked_at is None else ts(t.revoked_at),
+        t.revoked_by,
+        secret_sha256,
+    )
+
+
+def audit(r: Any, ts: Timestamp) -> AuditRecord:
+    """An audit record from a row of AUDIT_COLS."""
+    return AuditRecord(
+        seq=r[0],
+        at=ts(r[1]),
+        actor=r[2],
+        role=r[3],
+        action=r[4],
+        target=r[5],
+        before=json_value(r[6]),
+        after=json_value(r[7]),
+        approval=r[8],
+    )
+
+
+def audit_row(a: AuditRecord, ts: Callable[[datetime], Any]) -> tuple[Any, ...]:
+    """An audit record as a row of AUDIT_INSERT_COLS (its seq is the log's to give)."""
+    return (
+        ts(a.at),
+        a.actor,
+        a.role,
+        a.action,
+        a.target,
+        json_text(a.before),
+        json_text(a.after),
+        a.approval,
+    )
+
+
+def approval(r: Any, ts: Timestamp) -> Approval:
+    """An approval from a row of APPROVAL_COLS."""
+    return Approval(
+        id=r[0],
+        action=r[1],
+        participant=r[2],
+        amount=r[3],
+        reference=r[4],
+        maker=r[5],
+        created_at=ts(r[6]),
+        expires_at=ts(r[7]),
+        state=ApprovalState(r[8]),
+        checker=r[9],
+        decided_at=None if r[10] is None else ts(r[10]),
+    )
+
+
+def approval_row(a: Approval, ts: Callable[[datetime], Any]) -> tuple[Any, ...]:
+    """An approval as a row of APPROVAL_COLS."""
+    return (
+        a.id,
+        a.action,
+        a.participant,
+        a.amount,
+        a.reference,
+        a.maker,
+        ts(a.created_at),
+        ts(a.expires_at),
+        str(a.state),
+        a.checker,
+        None if a.decided_at is None else ts(a.decided_at),
+    )
+
+
+def journal_row(r: Any, ts: Timestamp) -> JournalRow:
+    """A journal row from a row of JOURNAL_COLS."""
+    return JournalRow(
+        seq=r[0],
+        at=ts(r[1]),
+        entry=JournalEntry(kind=EntryKind(r[2]), debit=r[3], credit=r[4], amount=r[5], ref=r[6]),
+    )
+
+
+def journal_page(before: int | None, limit: int, participant: str | None) -> tuple[str, list[Any]]:
+    """The query of `Store.journal_page`, and its parameters."""
+    w = Where()
+    if before is not None:
+        w.add(f"seq < {w.arg(before)}")
+    if participant is not None:
+        a, r = w.arg(available_account(participant)), w.arg(reserved_account(participant))
+        w.add(f"(debit IN ({a}, {r}) OR credit IN ({a}, {r}))")
+    n = w.arg(positive_limit(limit))
+    return f"SELECT {JOURNAL_COLS} FROM journal{w.clause()} ORDER BY seq DESC LIMIT {n}", w.params
+
+
+def audit_page(
+    before: int | None,
+    limit: int,
+    actor: str | None,
+    action: str | None,
+    target: str | None,
+) -> tuple[str, list[Any]]:
+    """The query of `Store.audit_log`, and its parameters."""
+    w = Where()
+    if before is not None:
+        w.add(f"seq < {w.arg(before)}")
+    for column, value in (("actor", actor), ("action", action), ("target", target)):
+        if value is not None:
+            w.add(f"{column} = {w.arg(value)}")
+    n = w.arg(positive_limit(limit))
+    return f"SELECT {AUDIT_COLS} FROM audit_log{w.clause()} ORDER BY seq DESC LIMIT {n}", w.params
+
+
+def approvals_page(state: ApprovalState | None, limit: int) -> tuple[str, list[Any]]:
+    """The query of `Store.approvals`, and its parameters."""
+    w = Where()
+    if state is not None:
+        w.add(f"state = {w.arg(str(state))}")
+    n = w.arg(positive_limit(limit))
+    return (
+        f"SELECT {APPROVAL_COLS} FROM approvals{w.clause()} "
+        f"ORDER BY created_at DESC, id DESC LIMIT {n}",
+        w.params,
+    )
+
+
+def payment_search(q: PaymentQuery, ts: Callable[[datetime], Any]) -> tuple[str, list[Any]]:
+    """The query of `Store.search_payments`, and its parameters (times written with `ts`)."""
+    w = Where()
+    if q.state is not None:
+        w.add(f"state = {w.arg(str(q.state))}")
+    if q.participant is not None:
+        p = w.arg(q.participant)
+        w.add(f"(debtor_agent = {p} OR creditor_agent = {p})")
+    if q.since is not None:
+        w.add(f"created_at >= {w.arg(ts(q.since))}")
+    if q.until is not None:
+        w.add(f"created_at < {w.arg(ts(q.until))}")
+    if q.min_amount is not None:
+        w.add(f"amount >= {w.arg(q.min_amount)}")
+    if q.max_amount is not None:
+        w.add(f"amount <= {w.arg(q.max_amount)}")
+    if q.uetr is not None:
+        w.add(f"uetr = {w.arg(q.uetr)}")
+    if q.reason is not None:
+        w.add(f"reason = {w.arg(q.reason)}")
+    if q.before is not None:
+        at, pid = q.before
+        w.add(f"(created_at, id) < ({w.arg(ts(at))}, {w.arg(pid)})")
+    n = w.arg(positive_limit(q.limit))
+    return (
+        f"SELECT {PAY_COLS} FROM payments{w.clause()} ORDER BY created_at DESC, id DESC LIMIT {n}",
+        w.params,
+    )

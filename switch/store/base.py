@@ -10,6 +10,15 @@ rows locked in participant-id order), and the message ids seen. Sending happens 
 the commit; `mark_sent` records it; at start-up every unsent outbox row is sent again
 (receivers de-duplicate by BizMsgIdr), so a crash anywhere loses and duplicates nothing.
 Nothing is ever deleted.
+
+The operators' side lives in the same database: operator tokens (only the SHA-256 of
+each secret is kept), the audit log of what operators did (append-only, like the
+journal), and the fund/defund approvals that one operator makes and another checks. A
+batch that carries out an operator command commits its participants, approval decisions
+and audit records with everything else it decided, so the record of a change and the
+change itself commit together or not at all. The read queries the operators need
+(payment search, a payment's messages, journal and audit pages) page newest first by a
+keyset cursor, never by offset, so a page costs the same wherever it starts.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from switch.core import Participant, ParticipantStatus, PaymentState
 from switch.directory import Change
@@ -87,6 +97,117 @@ class PaymentUpdate:
     deadline: datetime | None
 
 
+class OperatorRole(StrEnum):
+    """What an operator token may do: each role may do everything the ones before may."""
+
+    VIEWER = "viewer"
+    OPERATOR = "operator"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OperatorToken:
+    """An operator's bearer token as stored (its secret is kept only as a SHA-256)."""
+
+    id: str
+    name: str
+    role: OperatorRole
+    created_at: datetime
+    created_by: str | None
+    revoked_at: datetime | None = None
+    revoked_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditRecord:
+    """One thing an operator (or the switch on an operator's behalf) did.
+
+    `before` and `after` are the target as it was and as it became, as JSON objects
+    (None where there was nothing); `approval` names the approval the action belongs
+    to. `seq`, the record's place in the log, is set when it is read back.
+    """
+
+    at: datetime
+    actor: str
+    role: str
+    action: str
+    target: str
+    before: Mapping[str, Any] | None
+    after: Mapping[str, Any] | None
+    approval: str | None = None
+    seq: int | None = None
+
+
+class ApprovalState(StrEnum):
+    """Where a maker-checker approval is: pending until decided once."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Approval:
+    """A funding or defunding made by one operator (`maker`) that another must check."""
+
+    id: str
+    action: str
+    """Either "fund" or "defund"."""
+    participant: str
+    amount: int
+    """Minor units of the scheme currency, > 0."""
+    reference: str
+    maker: str
+    created_at: datetime
+    expires_at: datetime
+    state: ApprovalState = ApprovalState.PENDING
+    checker: str | None = None
+    decided_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApprovalDecision:
+    """The decision on a pending approval (it takes effect only if it is still pending)."""
+
+    id: str
+    state: ApprovalState
+    checker: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JournalRow:
+    """A journal entry with its place in the journal and when it was written."""
+
+    seq: int
+    at: datetime
+    entry: JournalEntry
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PaymentQuery:
+    """What an operator searches payments by; every criterion given must hold.
+
+    `participant` matches the debtor or the creditor agent; `since` and `until` bound
+    `created_at` (`since` <= created_at < `until`); `min_amount` and `max_amount` are
+    inclusive, in minor units. Results come newest first (created_at, then id,
+    descending); `before`, the (created_at, id) of the last row of the previous page,
+    starts the next page after it.
+    """
+
+    state: PaymentState | None = None
+    participant: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    min_amount: int | None = None
+    max_amount: int | None = None
+    uetr: str | None = None
+    reason: str | None = None
+    limit: int = 100
+    before: tuple[datetime, str] | None = None
+
+
 @dataclass(slots=True, kw_only=True)
 class Batch:
     """Everything one engine batch decided; committed atomically by `Store.commit_batch`."""
@@ -105,6 +226,12 @@ class Batch:
     """Participant status changes (sign-on/off by admi.004), in order."""
     directory_notified: int | None = None
     """The directory change (seq) up to which the participants have now been told."""
+    participants: list[Participant] = field(default_factory=list)
+    """Participants created or changed (as `Store.upsert_participants`), written first."""
+    approvals: list[ApprovalDecision] = field(default_factory=list)
+    """Decisions on pending approvals; one that is no longer pending refuses the batch."""
+    audit: list[AuditRecord] = field(default_factory=list)
+    """Audit records of what the batch carries out, written last."""
 
     def is_empty(self) -> bool:
         """True when the batch would write nothing."""
@@ -118,6 +245,9 @@ class Batch:
             or self.sent
             or self.statuses
             or self.directory_notified is not None
+            or self.participants
+            or self.approvals
+            or self.audit
         )
 
 
@@ -215,6 +345,110 @@ class Store(abc.ABC):
         nothing), and append what it returns, numbered from the last seq on (each
         change's alias and claim get that seq as their version). Returns (the changes
         read, the changes stored).
+        """
+
+    # --- the operators' side -------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """One trivial query; raises if the database cannot be reached."""
+
+    @abc.abstractmethod
+    async def participants_positions(self) -> tuple[list[Participant], dict[str, Position]]:
+        """Every participant (by id) and its position, read together."""
+
+    @abc.abstractmethod
+    async def journal_page(
+        self, *, before: int | None = None, limit: int = 100, participant: str | None = None
+    ) -> list[JournalRow]:
+        """Journal entries newest first, with seq < `before` when given.
+
+        With `participant`, only the entries that debit or credit one of its accounts
+        (`<participant>:available`, `<participant>:reserved`).
+        """
+
+    @abc.abstractmethod
+    async def search_payments(self, query: PaymentQuery) -> list[PaymentRecord]:
+        """The payments that match `query`, newest first, at most `query.limit`."""
+
+    @abc.abstractmethod
+    async def payment(self, key: str) -> PaymentRecord | None:
+        """The payment with id `key`, else the one with UETR `key`, else None."""
+
+    @abc.abstractmethod
+    async def payment_messages(self, payment: PaymentRecord) -> list[ArchivedMessage]:
+        """Every archived message of a payment, oldest first (at, then id), once each.
+
+        Its inbound message, the messages about it (`payment_id`), and the messages in
+        reply to any of those.
+        """
+
+    @abc.abstractmethod
+    async def recent_finals(self, since: datetime) -> dict[tuple[str, str | None], int]:
+        """(state, reason) -> how many payments reached that final state at or after `since`.
+
+        Counted by `updated_at`, which a payment in a final state no longer changes.
+        """
+
+    @abc.abstractmethod
+    async def token_create(
+        self, token: OperatorToken, secret_sha256: str, audit: AuditRecord
+    ) -> None:
+        """Store a new token and its audit record together; an id already used refuses."""
+
+    @abc.abstractmethod
+    async def token_get(self, token_id: str) -> tuple[OperatorToken, str] | None:
+        """A token and the SHA-256 (hex) of its secret, or None."""
+
+    @abc.abstractmethod
+    async def tokens(self) -> list[OperatorToken]:
+        """Every token, revoked ones included, oldest first."""
+
+    @abc.abstractmethod
+    async def token_revoke(
+        self, token_id: str, *, at: datetime, by: str, audit: AuditRecord
+    ) -> OperatorToken | None:
+        """Revoke a token and write `audit` with it; the token as it now is.
+
+        None if there is no such token. A token already revoked is returned unchanged,
+        and `audit` is not written.
+        """
+
+    @abc.abstractmethod
+    async def audit_log(
+        self,
+        *,
+        before: int | None = None,
+        limit: int = 100,
+        actor: str | None = None,
+        action: str | None = None,
+        target: str | None = None,
+    ) -> list[AuditRecord]:
+        """Audit records newest first, with seq < `before` when given, filtered by each
+        of `actor`, `action` and `target` given."""
+
+    @abc.abstractmethod
+    async def approval_create(self, approval: Approval, audit: AuditRecord) -> None:
+        """Store a new approval and its audit record together."""
+
+    @abc.abstractmethod
+    async def approval_get(self, approval_id: str) -> Approval | None:
+        """An approval, or None."""
+
+    @abc.abstractmethod
+    async def approvals(
+        self, *, state: ApprovalState | None = None, limit: int = 100
+    ) -> list[Approval]:
+        """Approvals newest first (created_at, then id), those in `state` when given."""
+
+    @abc.abstractmethod
+    async def approval_decide(
+        self, decision: ApprovalDecision, audit: AuditRecord
+    ) -> Approval | None:
+        """Decide a pending approval and write `audit` with it; the approval as decided.
+
+        None, and nothing written, if the approval is unknown or no longer pending (so of
+        two concurrent decisions exactly one takes effect).
         """
 
     @abc.abstractmethod

@@ -18,6 +18,18 @@ updated; a count that is not what was asked (an unknown participant or payment) 
 the whole batch back. Integrity violations surface as `InternalError`: the engine
 checked everything before, so a refusal here is a broken invariant.
 
+A batch that carries out an operator command (participants to create or change,
+approval decisions, audit records) always takes the transaction path, whatever its size:
+the participants are upserted first (so a participant created in the batch can be funded
+by it), the approval decisions and audit records are written last, and a decision on an
+approval that is no longer pending rolls the whole batch back. Batches without them
+(every batch of the clearing loop) are written exactly as before.
+
+The operators' writes outside batches (tokens, approvals, each with its audit record)
+are transactions of their own; a conditional write that finds nothing to change (a token
+already revoked, an approval already decided) writes no audit record either. Their
+reads are the queries shared with the SQLite store (`_rows`), one round trip each.
+
 The funding totals live in the one-row `scheme_totals`, updated in the same transaction
 as the journal, so `conservation()` is measured from the tables alone. Connections keep
 no session state, so the pool does not reset them on release (a round trip saved per
@@ -46,10 +58,17 @@ from switch.ledger import (
 )
 from switch.store import _rows
 from switch.store.base import (
+    Approval,
+    ApprovalDecision,
+    ApprovalState,
     ArchivedMessage,
+    AuditRecord,
     Batch,
     DirectoryDecision,
     DirectorySnapshot,
+    JournalRow,
+    OperatorToken,
+    PaymentQuery,
     PaymentRecord,
     State,
     Store,
@@ -199,6 +218,22 @@ _DIR_INSERT: Final = (
 )
 _NOTIFIED: Final = "UPDATE directory_cursor SET notified = greatest(notified, $1)"
 
+_DECIDE_ALL: Final = """
+UPDATE approvals a
+   SET state = d.state, checker = d.checker, decided_at = d.at
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[]) AS d(id, state, checker, at)
+ WHERE a.id = d.id AND a.state = 'pending'
+"""
+_AUDIT_ALL: Final = f"""
+INSERT INTO audit_log ({_rows.AUDIT_INSERT_COLS})
+SELECT at, actor, role, action, target, before::jsonb, after::jsonb, approval
+  FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+              $7::text[], $8::text[])
+       WITH ORDINALITY AS a(at, actor, role, action, target, before, after, approval, n)
+ ORDER BY n
+"""
+"""A batch's audit records, numbered in the batch's order."""
+
 
 def migrations() -> list[tuple[str, str]]:
     """The PostgreSQL migrations shipped with the package: (version, SQL), in order."""
@@ -346,23 +381,16 @@ class PostgresStore(Store):
         by_id = {p.id: p for p in participants}
         if not by_id:
             return
-        rows = [
-            (
-                p.id,
-                p.member_id,
-                p.name,
-                p.status,
-                None if p.limit is None else p.limit.minor,
-                None if p.limit is None else p.limit.currency,
-                None if p.limit is None else p.limit.exponent,
-            )
-            for p in by_id.values()
-        ]
         pool = await self._get_pool()
         async with pool.acquire() as conn:
-            self.round_trips += 1
-            await conn.execute(_UPSERT_PARTICIPANTS, *_columns(rows, 7))
+            await self._upsert(conn, by_id.values())
         self.transactions += 1
+
+    async def _upsert(self, conn: Any, participants: Iterable[Participant]) -> None:
+        """Create or update participants (unique ids), each created with a zero position."""
+        rows = [_rows.participant_row(p) for p in participants]
+        self.round_trips += 1
+        await conn.execute(_UPSERT_PARTICIPANTS, *_columns(rows, 7))
 
     async def load_state(self) -> State:
         """Everything the engine needs to resume, read from one snapshot."""
@@ -412,6 +440,9 @@ class PostgresStore(Store):
             len(messages) <= _SINGLE_MAX_MESSAGES
             and not batch.statuses
             and batch.directory_notified is None
+            and not batch.participants
+            and not batch.approvals
+            and not batch.audit
         ):
             await self._commit_single(batch, messages)
             return
@@ -421,6 +452,8 @@ class PostgresStore(Store):
             self.round_trips += 2  # BEGIN, and COMMIT or ROLLBACK
             try:
                 async with conn.transaction():
+                    if batch.participants:
+                        await self._upsert(conn, {p.id: p for p in batch.participants}.values())
                     if messages:
                         self.round_trips += 1
                         await conn.copy_records_to_table(
@@ -455,6 +488,12 @@ class PostgresStore(Store):
                     if batch.directory_notified is not None:
                         self.round_trips += 1
                         await conn.execute(_NOTIFIED, batch.directory_notified)
+                    if batch.approvals:
+                        await self._decide_all(conn, batch.approvals)
+                    if batch.audit:
+                        self.round_trips += 1
+                        rows = [_rows.audit_row(a, _same) for a in batch.audit]
+                        await conn.execute(_AUDIT_ALL, *_columns(rows, 8))
             except asyncpg.IntegrityConstraintViolationError as exc:
                 raise InternalError(f"batch refused by the database: {exc}") from exc
         self.transactions += 1
@@ -589,6 +628,173 @@ class PostgresStore(Store):
                 raise InternalError(f"directory change refused by the database: {exc}") from exc
         self.transactions += 1
         return seen, stored
+
+    # --- the operators' side -------------------------------------------------------------
+
+    async def _decide_all(self, conn: Any, decisions: Sequence[ApprovalDecision]) -> None:
+        """Decide pending approvals; InternalError if any is unknown or no longer pending."""
+        rows = [(d.id, str(d.state), d.checker, d.at) for d in decisions]
+        self.round_trips += 1
+        done = await conn.execute(_DECIDE_ALL, *_columns(rows, 4))
+        n = int(done.rsplit(" ", 1)[1])
+        if n != len(rows):
+            raise InternalError(
+                f"batch refused: {len(rows) - n} of the approvals "
+                f"{', '.join(r[0] for r in rows)} are not pending"
+            )
+
+    async def _fetch(self, sql: str, *args: Any) -> list[Any]:
+        pool = await self._get_pool()
+        async with pool.acquire() as conn:
+            self.round_trips += 1
+            return cast(list[Any], await conn.fetch(sql, *args))
+
+    async def ping(self) -> None:
+        """One trivial query; raises if the database cannot be reached."""
+        await self._fetch(_rows.PING)
+
+    async def participants_positions(self) -> tuple[list[Participant], dict[str, Position]]:
+        """Every participant (by id) and its position, read together."""
+        rows = await self._fetch(_rows.PARTICIPANTS_POSITIONS)
+        return (
+            [_rows.participant(r) for r in rows],
+            {r[0]: Position(available=r[7], reserved=r[8]) for r in rows},
+        )
+
+    async def journal_page(
+        self, *, before: int | None = None, limit: int = 100, participant: str | None = None
+    ) -> list[JournalRow]:
+        """Journal entries newest first (of `participant`'s accounts when given)."""
+        sql, params = _rows.journal_page(before, limit, participant)
+        return [_rows.journal_row(r, _same) for r in await self._fetch(sql, *params)]
+
+    async def search_payments(self, query: PaymentQuery) -> list[PaymentRecord]:
+        """The payments that match `query`, newest first, at most `query.limit`."""
+        sql, params = _rows.payment_search(query, _same)
+        return [_payment(r) for r in await self._fetch(sql, *params)]
+
+    async def payment(self, key: str) -> PaymentRecord | None:
+        """The payment with id `key`, else the one with UETR `key`, else None."""
+        rows = await self._fetch(_rows.PAYMENT, key)
+        return _payment(rows[0]) if rows else None
+
+    async def payment_messages(self, payment: PaymentRecord) -> list[ArchivedMessage]:
+        """Every archived message of a payment, oldest first, once each."""
+        rows = await self._fetch(_rows.PAYMENT_MESSAGES, payment.inbound_id, payment.id)
+        return [_message(r) for r in rows]
+
+    async def recent_finals(self, since: datetime) -> dict[tuple[str, str | None], int]:
+        """(state, reason) -> payments that reached that final state at or after `since`."""
+        rows = await self._fetch(_rows.RECENT_FINALS, since)
+        return {(r[0], r[1]): r[2] for r in rows}
+
+    async def _write_pair(
+        self, what: str, first: tuple[str, Sequence[Any]], audit: AuditRecord
+    ) -> None:
+        """One row and its audit record, in one transaction; violations as InternalError."""
+        pool = await self._get_pool()
+        async with pool.acquire() as conn:
+            self.round_trips += 4  # BEGIN, the row, the audit record, COMMIT or ROLLBACK
+            try:
+                async with conn.transaction():
+                    await conn.execute(first[0], *first[1])
+                    await conn.execute(_rows.AUDIT_INSERT, *_rows.audit_row(audit, _same))
+            except asyncpg.IntegrityConstraintViolationError as exc:
+                raise InternalError(f"{what} refused by the database: {exc}") from exc
+        self.transactions += 1
+
+    async def token_create(
+        self, token: OperatorToken, secret_sha256: str, audit: AuditRecord
+    ) -> None:
+        """Store a new token and its audit record together; an id already used refuses."""
+        row = _rows.token_row(token, secret_sha256, _same)
+        await self._write_pair(f"token {token.id}", (_rows.TOKEN_INSERT, row), audit)
+
+    async def token_get(self, token_id: str) -> tuple[OperatorToken, str] | None:
+        """A token and the SHA-256 (hex) of its secret, or None."""
+        rows = await self._fetch(_rows.TOKEN_GET, token_id)
+        return (_rows.token(rows[0], _same), rows[0][7]) if rows else None
+
+    async def tokens(self) -> list[OperatorToken]:
+        """Every token, revoked ones included, oldest first."""
+        return [_rows.token(r, _same) for r in await self._fetch(_rows.TOKENS)]
+
+    async def token_revoke(
+        self, token_id: str, *, at: datetime, by: str, audit: AuditRecord
+    ) -> OperatorToken | None:
+        """Revoke a token and write `audit` with it, unless it is unknown or revoked."""
+        pool = await self._get_pool()
+        async with pool.acquire() as conn:
+            self.round_trips += 4  # BEGIN, the revocation, the audit or a read, COMMIT
+            try:
+                async with conn.transaction():
+                    row = await conn.fetchrow(_rows.TOKEN_REVOKE, token_id, at, by)
+                    if row is not None:
+                        await conn.execute(_rows.AUDIT_INSERT, *_rows.audit_row(audit, _same))
+                    else:  # a statement of its own: it sees a concurrent revocation
+                        row = await conn.fetchrow(_rows.TOKEN_ONE, token_id)
+            except asyncpg.IntegrityConstraintViolationError as exc:
+                raise InternalError(
+                    f"revocation of token {token_id} refused by the database: {exc}"
+                ) from exc
+        self.transactions += 1
+        return None if row is None else _rows.token(row, _same)
+
+    async def audit_log(
+        self,
+        *,
+        before: int | None = None,
+        limit: int = 100,
+        actor: str | None = None,
+        action: str | None = None,
+        target: str | None = None,
+    ) -> list[AuditRecord]:
+        """Audit records newest first, filtered by each criterion given."""
+        sql, params = _rows.audit_page(before, limit, actor, action, target)
+        return [_rows.audit(r, _same) for r in await self._fetch(sql, *params)]
+
+    async def approval_create(self, approval: Approval, audit: AuditRecord) -> None:
+        """Store a new approval and its audit record together."""
+        row = _rows.approval_row(approval, _same)
+        await self._write_pair(f"approval {approval.id}", (_rows.APPROVAL_INSERT, row), audit)
+
+    async def approval_get(self, approval_id: str) -> Approval | None:
+        """An approval, or None."""
+        rows = await self._fetch(_rows.APPROVAL_GET, approval_id)
+        return _rows.approval(rows[0], _same) if rows else None
+
+    async def approvals(
+        self, *, state: ApprovalState | None = None, limit: int = 100
+    ) -> list[Approval]:
+        """Approvals newest first, those in `state` when given."""
+        sql, params = _rows.approvals_page(state, limit)
+        return [_rows.approval(r, _same) for r in await self._fetch(sql, *params)]
+
+    async def approval_decide(
+        self, decision: ApprovalDecision, audit: AuditRecord
+    ) -> Approval | None:
+        """Decide a pending approval and write `audit` with it; None if not pending."""
+        pool = await self._get_pool()
+        async with pool.acquire() as conn:
+            self.round_trips += 3  # BEGIN, the decision, COMMIT or ROLLBACK
+            try:
+                async with conn.transaction():
+                    row = await conn.fetchrow(
+                        _rows.APPROVAL_DECIDE,
+                        decision.id,
+                        str(decision.state),
+                        decision.checker,
+                        decision.at,
+                    )
+                    if row is not None:
+                        self.round_trips += 1
+                        await conn.execute(_rows.AUDIT_INSERT, *_rows.audit_row(audit, _same))
+            except asyncpg.IntegrityConstraintViolationError as exc:
+                raise InternalError(
+                    f"decision on approval {decision.id} refused by the database: {exc}"
+                ) from exc
+        self.transactions += 1
+        return None if row is None else _rows.approval(row, _same)
 
     async def close(self) -> None:
         """Release connections."""

@@ -9,12 +9,18 @@ explicit `BEGIN IMMEDIATE ... COMMIT`: the write lock is taken up front, so a wr
 transaction never fails half-way for lack of it.
 
 `commit_batch` is one such transaction; each kind of row is written by one
-`executemany` in the batch's order (messages, new payments, state changes, the net
-position deltas in participant-id order, the funding totals, the journal, the msg ids).
-A CHECK, UNIQUE or trigger violation, or a delta or state change naming a row that does
-not exist, rolls the whole batch back. The schema is the PostgreSQL one: datetimes are
-ISO-8601 UTC text with microseconds (which sorts in time order), read back as aware
-datetimes; raw messages are BLOBs. `round_trips` counts statements executed (an
+`executemany` in the batch's order (participants, messages, new payments, state changes,
+the net position deltas in participant-id order, the funding totals, the journal, the
+msg ids, then approval decisions and audit records). A CHECK, UNIQUE or trigger
+violation, or a delta, state change or approval decision naming a row that does not
+exist (or an approval no longer pending), rolls the whole batch back. The operators'
+writes outside batches (tokens, approvals, each with its audit record) are transactions
+of their own; a conditional write that finds nothing to change (a token already
+revoked, an approval already decided) writes no audit record either.
+
+The schema is the PostgreSQL one: datetimes are ISO-8601 UTC text with microseconds
+(which sorts in time order), read back as aware datetimes; raw messages are BLOBs;
+audit `before`/`after` are JSON text. `round_trips` counts statements executed (an
 `executemany` counts once; BEGIN, COMMIT and ROLLBACK included) and `transactions` counts
 committed write transactions, as in the PostgreSQL store.
 
@@ -42,10 +48,17 @@ from switch.ledger import (
 )
 from switch.store import _rows
 from switch.store.base import (
+    Approval,
+    ApprovalDecision,
+    ApprovalState,
     ArchivedMessage,
+    AuditRecord,
     Batch,
     DirectoryDecision,
     DirectorySnapshot,
+    JournalRow,
+    OperatorToken,
+    PaymentQuery,
     PaymentRecord,
     State,
     Store,
@@ -168,6 +181,20 @@ _DIR_INSERT: Final = (
 )
 _NOTIFIED: Final = "UPDATE directory_cursor SET notified = max(notified, ?)"
 
+_q = _rows.qmark
+_PAYMENT: Final = _q(_rows.PAYMENT)
+_PAYMENT_MESSAGES: Final = _q(_rows.PAYMENT_MESSAGES)
+_RECENT_FINALS: Final = _q(_rows.RECENT_FINALS)
+_TOKEN_INSERT: Final = _q(_rows.TOKEN_INSERT)
+_TOKEN_GET: Final = _q(_rows.TOKEN_GET)
+_TOKEN_REVOKE: Final = _q(_rows.TOKEN_REVOKE)
+_TOKEN_ONE: Final = _q(_rows.TOKEN_ONE)
+_AUDIT_INSERT: Final = _q(_rows.AUDIT_INSERT)
+_APPROVAL_INSERT: Final = _q(_rows.APPROVAL_INSERT)
+_APPROVAL_GET: Final = _q(_rows.APPROVAL_GET)
+_APPROVAL_DECIDE: Final = _q(_rows.APPROVAL_DECIDE)
+_APPROVALS_DECIDE: Final = _q(_rows.APPROVALS_DECIDE)
+
 
 def _message(r: Any) -> ArchivedMessage:
     return _rows.message(r, _dt)
@@ -275,24 +302,12 @@ class SqliteStore(Store):
         by_id = {p.id: p for p in participants}
         if not by_id:
             return
-        rows = [
-            (
-                p.id,
-                p.member_id,
-                p.name,
-                str(p.status),
-                None if p.limit is None else p.limit.minor,
-                None if p.limit is None else p.limit.currency,
-                None if p.limit is None else p.limit.exponent,
-            )
-            for p in by_id.values()
-        ]
+        await self._run(lambda conn: self._write(conn, lambda c: self._upsert(c, by_id)))
 
-        def work(conn: sqlite3.Connection) -> None:
-            self._xm(conn, _UPSERT_PARTICIPANT, rows)
-            self._xm(conn, _INSERT_POSITION, [(p,) for p in by_id])
-
-        await self._run(lambda conn: self._write(conn, work))
+    def _upsert(self, conn: sqlite3.Connection, by_id: dict[str, Participant]) -> None:
+        """Create or update participants, each created with a zero position."""
+        self._xm(conn, _UPSERT_PARTICIPANT, [_rows.participant_row(p) for p in by_id.values()])
+        self._xm(conn, _INSERT_POSITION, [(p,) for p in by_id])
 
     async def load_state(self) -> State:
         """Everything the engine needs to resume, read from one snapshot."""
@@ -327,6 +342,8 @@ class SqliteStore(Store):
         funding = net_funding(batch.journal)
 
         def work(conn: sqlite3.Connection) -> None:
+            if batch.participants:
+                self._upsert(conn, {p.id: p for p in batch.participants})
             if batch.messages:
                 self._xm(
                     conn,
@@ -419,6 +436,10 @@ class SqliteStore(Store):
                     raise InternalError(f"batch refused: no participant {participant}")
             if batch.directory_notified is not None:
                 self._x(conn, _NOTIFIED, (batch.directory_notified,))
+            if batch.approvals:
+                self._decide_all(conn, batch.approvals)
+            if batch.audit:
+                self._xm(conn, _AUDIT_INSERT, [_rows.audit_row(a, _ts) for a in batch.audit])
 
         try:
             await self._run(lambda conn: self._write(conn, work))
@@ -523,6 +544,154 @@ class SqliteStore(Store):
             return await self._run(lambda conn: self._write(conn, work))
         except sqlite3.IntegrityError as exc:
             raise InternalError(f"directory change refused by the database: {exc}") from exc
+
+    # --- the operators' side -------------------------------------------------------------
+
+    def _decide_all(self, conn: sqlite3.Connection, decisions: Sequence[ApprovalDecision]) -> None:
+        """Decide pending approvals; InternalError if any is unknown or no longer pending."""
+        rows = [(d.id, str(d.state), d.checker, _ts(d.at)) for d in decisions]
+        n = self._xm(conn, _APPROVALS_DECIDE, rows)
+        if n != len(rows):
+            raise InternalError(
+                f"batch refused: {len(rows) - n} of the approvals "
+                f"{', '.join(r[0] for r in rows)} are not pending"
+            )
+
+    async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return await self._run(lambda conn: self._x(conn, sql, params).fetchall())
+
+    async def _write_one(self, work: Callable[[sqlite3.Connection], T], what: str) -> T:
+        """`work` in one write transaction; integrity violations as InternalError."""
+        try:
+            return await self._run(lambda conn: self._write(conn, work))
+        except sqlite3.IntegrityError as exc:
+            raise InternalError(f"{what} refused by the database: {exc}") from exc
+
+    async def ping(self) -> None:
+        """One trivial query; raises if the database cannot be reached."""
+        await self._read(_rows.PING)
+
+    async def participants_positions(self) -> tuple[list[Participant], dict[str, Position]]:
+        """Every participant (by id) and its position, read together."""
+        rows = await self._read(_rows.PARTICIPANTS_POSITIONS)
+        return (
+            [_rows.participant(r) for r in rows],
+            {r[0]: Position(available=r[7], reserved=r[8]) for r in rows},
+        )
+
+    async def journal_page(
+        self, *, before: int | None = None, limit: int = 100, participant: str | None = None
+    ) -> list[JournalRow]:
+        """Journal entries newest first (of `participant`'s accounts when given)."""
+        sql, params = _rows.journal_page(before, limit, participant)
+        return [_rows.journal_row(r, _dt) for r in await self._read(_q(sql), params)]
+
+    async def search_payments(self, query: PaymentQuery) -> list[PaymentRecord]:
+        """The payments that match `query`, newest first, at most `query.limit`."""
+        sql, params = _rows.payment_search(query, _ts)
+        return [_payment(r) for r in await self._read(_q(sql), params)]
+
+    async def payment(self, key: str) -> PaymentRecord | None:
+        """The payment with id `key`, else the one with UETR `key`, else None."""
+        rows = await self._read(_PAYMENT, (key,))
+        return _payment(rows[0]) if rows else None
+
+    async def payment_messages(self, payment: PaymentRecord) -> list[ArchivedMessage]:
+        """Every archived message of a payment, oldest first, once each."""
+        rows = await self._read(_PAYMENT_MESSAGES, (payment.inbound_id, payment.id))
+        return [_message(r) for r in rows]
+
+    async def recent_finals(self, since: datetime) -> dict[tuple[str, str | None], int]:
+        """(state, reason) -> payments that reached that final state at or after `since`."""
+        rows = await self._read(_RECENT_FINALS, (_ts(since),))
+        return {(r[0], r[1]): r[2] for r in rows}
+
+    async def token_create(
+        self, token: OperatorToken, secret_sha256: str, audit: AuditRecord
+    ) -> None:
+        """Store a new token and its audit record together; an id already used refuses."""
+        row = _rows.token_row(token, secret_sha256, _ts)
+
+        def work(conn: sqlite3.Connection) -> None:
+            self._x(conn, _TOKEN_INSERT, row)
+            self._x(conn, _AUDIT_INSERT, _rows.audit_row(audit, _ts))
+
+        await self._write_one(work, f"token {token.id}")
+
+    async def token_get(self, token_id: str) -> tuple[OperatorToken, str] | None:
+        """A token and the SHA-256 (hex) of its secret, or None."""
+        rows = await self._read(_TOKEN_GET, (token_id,))
+        return (_rows.token(rows[0], _dt), rows[0][7]) if rows else None
+
+    async def tokens(self) -> list[OperatorToken]:
+        """Every token, revoked ones included, oldest first."""
+        return [_rows.token(r, _dt) for r in await self._read(_rows.TOKENS)]
+
+    async def token_revoke(
+        self, token_id: str, *, at: datetime, by: str, audit: AuditRecord
+    ) -> OperatorToken | None:
+        """Revoke a token and write `audit` with it, unless it is unknown or revoked."""
+
+        def work(conn: sqlite3.Connection) -> Any:
+            rows = self._x(conn, _TOKEN_REVOKE, (token_id, _ts(at), by)).fetchall()
+            if rows:
+                self._x(conn, _AUDIT_INSERT, _rows.audit_row(audit, _ts))
+                return rows[0]
+            return self._x(conn, _TOKEN_ONE, (token_id,)).fetchone()
+
+        row = await self._write_one(work, f"revocation of token {token_id}")
+        return None if row is None else _rows.token(row, _dt)
+
+    async def audit_log(
+        self,
+        *,
+        before: int | None = None,
+        limit: int = 100,
+        actor: str | None = None,
+        action: str | None = None,
+        target: str | None = None,
+    ) -> list[AuditRecord]:
+        """Audit records newest first, filtered by each criterion given."""
+        sql, params = _rows.audit_page(before, limit, actor, action, target)
+        return [_rows.audit(r, _dt) for r in await self._read(_q(sql), params)]
+
+    async def approval_create(self, approval: Approval, audit: AuditRecord) -> None:
+        """Store a new approval and its audit record together."""
+        row = _rows.approval_row(approval, _ts)
+
+        def work(conn: sqlite3.Connection) -> None:
+            self._x(conn, _APPROVAL_INSERT, row)
+            self._x(conn, _AUDIT_INSERT, _rows.audit_row(audit, _ts))
+
+        await self._write_one(work, f"approval {approval.id}")
+
+    async def approval_get(self, approval_id: str) -> Approval | None:
+        """An approval, or None."""
+        rows = await self._read(_APPROVAL_GET, (approval_id,))
+        return _rows.approval(rows[0], _dt) if rows else None
+
+    async def approvals(
+        self, *, state: ApprovalState | None = None, limit: int = 100
+    ) -> list[Approval]:
+        """Approvals newest first, those in `state` when given."""
+        sql, params = _rows.approvals_page(state, limit)
+        return [_rows.approval(r, _dt) for r in await self._read(_q(sql), params)]
+
+    async def approval_decide(
+        self, decision: ApprovalDecision, audit: AuditRecord
+    ) -> Approval | None:
+        """Decide a pending approval and write `audit` with it; None if not pending."""
+        params = (decision.id, str(decision.state), decision.checker, _ts(decision.at))
+
+        def work(conn: sqlite3.Connection) -> Any:
+            rows = self._x(conn, _APPROVAL_DECIDE, params).fetchall()
+            if rows:
+                self._x(conn, _AUDIT_INSERT, _rows.audit_row(audit, _ts))
+                return rows[0]
+            return None
+
+        row = await self._write_one(work, f"decision on approval {decision.id}")
+        return None if row is None else _rows.approval(row, _dt)
 
     async def close(self) -> None:
         """Release the connection."""
