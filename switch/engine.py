@@ -18,6 +18,12 @@ from the store at start-up. It runs one loop:
 5. acknowledge the deliveries to the transport, send the outbound messages, record
    them as sent.
 
+Operators change positions and participants through the same loop: `operate` queues an
+`OperatorCommand`, the loop decides it (`switch.operations.decide`) at the start of the
+next batch, on the same book and participant list as the payments, and the batch commits
+it with its audit record (and, for a maker-checker approval, the approval's decision);
+the caller hears the outcome once that commit is done.
+
 Nothing is sent before it is committed, so a crash at any instant leaves, at worst,
 committed messages not yet sent (sent again at start-up, receivers de-duplicate by
 BizMsgIdr) and uncommitted deliveries not yet acknowledged (delivered again by the
@@ -83,10 +89,13 @@ from switch.iso20022.views import Agent
 from switch.latency import BATCH_SIZE_BUCKETS, STAGE_BUCKETS, LatencyHistogram
 from switch.ledger import Book, JournalEntry, net_deltas
 from switch.metrics import ALIAS_LOOKUPS
+from switch.operations import Decision, OperatorCommand, Refused, decide
 from switch.security.messages import MessageSecurity
 from switch.settings import Settings
 from switch.store.base import (
+    ApprovalDecision,
     ArchivedMessage,
+    AuditRecord,
     Batch,
     Direction,
     PaymentRecord,
@@ -156,6 +165,17 @@ class _Work:
     """Outbound messages built in this batch, by id: their index in `batch.messages`."""
     copies: list[tuple[int, str]] = field(default_factory=list)
     """Resent copies of this batch's own answers: (index, id of the original)."""
+    operated: list[tuple[asyncio.Future[Decision], Decision]] = field(default_factory=list)
+    """Operator commands decided into this batch, answered once it is committed."""
+
+
+@dataclass(slots=True, kw_only=True)
+class _Command:
+    """An operator command waiting for the loop."""
+
+    cmd: OperatorCommand
+    decision: ApprovalDecision | None
+    future: asyncio.Future[Decision]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -268,6 +288,9 @@ class Engine:
         self._to_notify: list[Change] = []
         self._notify_upto = 0
         self._next_directory_poll = 0.0
+        self._commands: list[_Command] = []
+        self.running = False
+        """True while `run` clears (operator commands are taken only then)."""
 
     # --- start-up -----------------------------------------------------------------------
 
@@ -321,6 +344,83 @@ class Engine:
         entries = self.book.fund(participant, amount, ref)
         await self._commit_entries(entries)
 
+    @property
+    def started(self) -> bool:
+        """True once the state is rebuilt from the store and the schemas are loaded."""
+        return self._started
+
+    async def operate(
+        self, cmd: OperatorCommand, *, decision: ApprovalDecision | None = None
+    ) -> Decision:
+        """Have the loop decide `cmd` and commit it with its audit record; its decision.
+
+        `decision`: the maker-checker approval `cmd` carries out, committed with it.
+        Refused (nothing changed) if the command is refused or the engine is not running.
+        """
+        if not self.running:
+            raise Refused(503, "engine_stopped", "the clearing engine is not running")
+        future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        self._commands.append(_Command(cmd=cmd, decision=decision, future=future))
+        return await future
+
+    def _operate(self, now: datetime, work: _Work) -> None:
+        """Decide the queued operator commands into `work`."""
+        commands, self._commands = self._commands, []
+        for c in commands:
+            cmd = c.cmd
+            try:
+                decision = decide(
+                    cmd,
+                    self.book,
+                    self.ctx.directory,
+                    exponent=self.settings.scheme.exponent,
+                    now=now,
+                )
+            except Refused as exc:
+                c.future.set_exception(exc)
+                continue
+            batch = work.batch
+            batch.journal.extend(decision.journal)
+            if decision.participant is not None:
+                changed = decision.participant
+                batch.participants.append(changed)
+                others = [p for p in self.ctx.directory.values() if p.id != changed.id]
+                self._set_participants([*others, changed])
+            batch.audit.append(
+                AuditRecord(
+                    at=now,
+                    actor=cmd.actor,
+                    role=cmd.role,
+                    action=cmd.action.value,
+                    target=cmd.participant,
+                    before=decision.before,
+                    after=decision.after,
+                    approval=cmd.approval,
+                )
+            )
+            if c.decision is not None:
+                batch.approvals.append(c.decision)
+                batch.audit.append(
+                    AuditRecord(
+                        at=now,
+                        actor=c.decision.checker,
+                        role=cmd.role,
+                        action="approval.approve",
+                        target=cmd.participant,
+                        before={"approval": c.decision.id, "state": "pending"},
+                        after={"approval": c.decision.id, "state": str(c.decision.state)},
+                        approval=c.decision.id,
+                    )
+                )
+            log.info("%s by %s on %s", cmd.action.value, cmd.actor, cmd.participant)
+            work.operated.append((c.future, decision))
+
+    def _refuse_commands(self, why: str) -> None:
+        commands, self._commands = self._commands, []
+        for c in commands:
+            if not c.future.done():
+                c.future.set_exception(Refused(503, "engine_stopped", why))
+
     async def _commit_entries(self, entries: list[JournalEntry]) -> None:
         batch = Batch(journal=entries, deltas=net_deltas(entries))
         await self.store.commit_batch(batch)
@@ -344,6 +444,7 @@ class Engine:
         pending: _Pending | None = None
         work: _Work | None = None
         taken: list[Delivery] = []
+        self.running = True
         try:
             while not stop.is_set():
                 if pending is None and work is None:
@@ -362,6 +463,7 @@ class Engine:
                 if (
                     deliveries
                     or self._to_notify
+                    or self._commands
                     or (self.deadlines and self.deadlines[0][0] <= now)
                 ):
                     digests = [p.digest for p in prepared]
@@ -386,6 +488,8 @@ class Engine:
                     await self.store.mark_sent(self._unmarked, self.clock())
                     self._unmarked = []
         finally:
+            self.running = False
+            self._refuse_commands("the clearing engine stopped")
             if pending is not None:
                 await self._complete(pending)
             if work is not None:
@@ -469,6 +573,8 @@ class Engine:
         Deciding yields to the event loop every few messages so that the previous batch's
         commit, a conversation of several round trips, advances meanwhile.
         """
+        if self._commands:
+            self._operate(now, work)
         self._expire(now, work)
         if self._to_notify:
             self._notify(now, work)
@@ -518,7 +624,18 @@ class Engine:
 
     async def _complete(self, pending: _Pending) -> None:
         """Wait for a batch's commit; then acknowledge its deliveries and send its messages."""
-        await pending.task
+        try:
+            await pending.task
+        except BaseException:
+            for future, _ in pending.work.operated:
+                if not future.done():
+                    future.set_exception(
+                        Refused(503, "engine_stopped", "the batch failed to commit")
+                    )
+            raise
+        for future, decision in pending.work.operated:
+            if not future.done():
+                future.set_result(decision)
         stats = self.stats
         stats.batches += 1
         stats.messages_in += len(pending.deliveries)
