@@ -20,7 +20,7 @@ import random
 import re
 import time
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -228,6 +228,8 @@ class Demo:
             transport = RecordingTransport(transport, dump_dir)
         self.store = open_store(settings.store)
         self.engine = Engine(settings=settings, store=self.store, transport=transport)
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
         self.banks: dict[str, SimulatedBank] = {}
         smallest = min(dp.fund for dp in participants)
         self.poor = {
@@ -370,13 +372,18 @@ class Demo:
                 waiting = [w for w in waiting if w.debtor != x.debtor]
         return ordered + waiting
 
-    async def run(self, n: int) -> DemoReport:
-        """Clear `n` payments and report."""
+    async def run(self, n: int, *, keep_running: bool = False) -> DemoReport:
+        """Clear `n` payments and report.
+
+        `keep_running`: the engine and the banks stay up after the report (for the
+        operator API of `demo --serve`) until `shutdown`.
+        """
         recovered = await self.prepare()
         before = _positions(self.engine.book)
-        stop = asyncio.Event()
-        tasks = [asyncio.create_task(self.engine.run(stop))]
+        stop = self._stop = asyncio.Event()
+        tasks = self._tasks = [asyncio.create_task(self.engine.run(stop))]
         tasks += [asyncio.create_task(b.run()) for b in self.banks.values()]
+        finished = False
         try:
             intents = self.plan(n)
             sent: dict[str, list[Any]] = {}
@@ -402,14 +409,14 @@ class Demo:
             while self.engine.open_payments and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
             await asyncio.sleep(self.settings.response_timeout / 5)  # late answers land
+            finished = True
         finally:
-            stop.set()
-            for b in self.banks.values():
-                b.stop()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            if not (keep_running and finished):
+                await self._halt()
         ok, cons = await _check_conservation(self.engine, self.store)
         after = _positions(self.engine.book)
-        await self.store.close()
+        if not keep_running:
+            await self.store.close()
         by_scenario: dict[str, Counter[str]] = {}
         for x in intents:
             key = x.status if x.reason is None else f"{x.status} {x.reason}"
@@ -437,6 +444,17 @@ class Demo:
             },
         )
 
+    async def _halt(self) -> None:
+        self._stop.set()
+        for b in self.banks.values():
+            b.stop()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def shutdown(self) -> None:
+        """Stop the engine and the banks a `keep_running` run left up, and close the store."""
+        await self._halt()
+        await self.store.close()
+
 
 async def run_demo(
     settings: Settings,
@@ -455,6 +473,63 @@ async def run_demo(
         aliases=load_demo_aliases(participants_file),
     )
     return await demo.run(payments)
+
+
+@dataclass(frozen=True, slots=True)
+class Serving:
+    """Where the operator API of `demo --serve` is, and how to sign in."""
+
+    url: str
+    token: str
+    ca_certificate: Path
+
+
+async def serve_demo(
+    settings: Settings,
+    *,
+    payments: int,
+    api_host: str,
+    api_port: int,
+    pki_dir: Path,
+    stop: asyncio.Event,
+    on_ready: Callable[[DemoReport, Serving], None],
+    dump_dir: Path | None = None,
+    participants_file: Path | None = None,
+    seed: int | None = None,
+) -> DemoReport:
+    """Run the demo, then keep the engine, the banks and the operator API up until `stop`.
+
+    The scheme CA in `pki_dir` is created if there is none (it signs the API's server
+    certificate); an admin token is issued for this run and given to `on_ready` with
+    the dashboard's address.
+    """
+    from switch.api.operators import start_operator_api
+    from switch.operations import Role
+    from switch.operator_service import OperatorService
+    from switch.security.pki import SchemeCA
+
+    demo = Demo(
+        settings=settings,
+        participants=load_demo_participants(participants_file),
+        dump_dir=dump_dir,
+        seed=seed,
+        aliases=load_demo_aliases(participants_file),
+    )
+    report = await demo.run(payments, keep_running=True)
+    try:
+        ca = SchemeCA.init(pki_dir)
+        service = OperatorService(demo.engine)
+        _, token = await service.create_token("demo-admin", Role.ADMIN, None)
+        server = await start_operator_api(service, pki_dir=pki_dir, host=api_host, port=api_port)
+        try:
+            on_ready(report, Serving(f"{server.url}/dashboard", token, ca.ca_cert_path))
+            await stop.wait()
+        finally:
+            await server.stop()
+            await service.stop()
+    finally:
+        await demo.shutdown()
+    return report
 
 
 def render(report: DemoReport) -> str:

@@ -12,6 +12,10 @@ standby takes the lock, rebuilds its state from the store, and goes on from ther
 (byte-identical redeliveries get the answers already committed). A leader that loses
 its lock connection stops at once rather than risk clearing beside a new leader.
 
+With `service.api_port` (or `--api-port`), the leader also serves the operator API and
+dashboard (`switch.api.operators`, HTTPS with the scheme CA's server certificate,
+operator tokens): it runs beside the engine and hands operator commands to it.
+
 The leader also serves the participants' alias-directory API (HTTPS with mutual TLS,
 `switch.api.participants`) when `service.participant_api_port` is set: it shares the
 engine's lookup token buckets, so acmt.023 and API lookups draw on the same budget.
@@ -37,9 +41,11 @@ from typing import Final
 import asyncpg
 
 from switch.api import ApiServer
+from switch.api.operators import start_operator_api
 from switch.api.participants import start_participant_api
 from switch.core.money import to_minor
 from switch.engine import Engine
+from switch.operator_service import OperatorService
 from switch.security.messages import MessageSecurity
 from switch.settings import DemoParticipant, Settings, SettingsError, load_demo_participants
 from switch.store.base import Store, open_store
@@ -141,6 +147,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     )
     transport = AmqpSwitchTransport(amqp, switch_id)
     api: ApiServer | None = None
+    operator_api: ApiServer | None = None
+    operations: OperatorService | None = None
     try:
         await transport.open()
         joined, to_fund = await onboard(store, settings)
@@ -161,9 +169,19 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                 participants=lambda: _participant_ids(engine),
             )
             log.info("participant API on %s", api.url)
+        if svc.api_port:
+            operations = OperatorService(engine, transport=transport)
+            operator_api = await start_operator_api(
+                operations, pki_dir=svc.pki_dir, host=svc.api_host, port=svc.api_port
+            )
+            log.info("operator API and dashboard on %s/dashboard", operator_api.url)
         log.info("clearing as leader on %s", amqp.address)
         await engine.run(stop)
     finally:
+        if operator_api is not None:
+            await operator_api.stop()
+        if operations is not None:
+            await operations.stop()
         if api is not None:
             await api.stop()
         await transport.close()

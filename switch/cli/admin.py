@@ -21,9 +21,11 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sqlite3
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Final
@@ -70,7 +72,7 @@ def _with_store(args: argparse.Namespace, work: Callable[[Store], Awaitable[int]
         store = open_store(url)
         if (
             isinstance(store, SqliteStore)
-            and args.command_name != "migrate"
+            and args.command_name not in ("migrate", "token-create")
             and store.path != ":memory:"
             and not Path(store.path).is_file()
         ):
@@ -275,8 +277,97 @@ def _store_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+# --- operator tokens -----------------------------------------------------------------------
+
+
+def run_token_create(args: argparse.Namespace) -> int:
+    """Issue an operator token and print it (the only time it is shown)."""
+    from switch.operations import Role
+    from switch.operator_service import create_token
+
+    if not _OPERATOR_NAME.fullmatch(args.name):
+        return _error(
+            f"--name: {args.name!r} is not an operator name (letters, digits, . _ @ - and "
+            "spaces, up to 64)",
+            2,
+        )
+
+    async def work(store: Store) -> int:
+        await store.migrate()
+        token, text = await create_token(store, args.name, Role(args.role), None, datetime.now(UTC))
+        if args.json:
+            print(
+                json.dumps({"id": token.id, "name": token.name, "role": token.role, "token": text})
+            )
+        else:
+            print(text)
+            print(
+                f"operator token {token.id} for {token.name} ({token.role}); keep it secret: "
+                "it is not shown again",
+                file=sys.stderr,
+            )
+        return 0
+
+    return _with_store(args, work)
+
+
+def run_token_list(args: argparse.Namespace) -> int:
+    """List operator tokens (never their secrets)."""
+
+    async def work(store: Store) -> int:
+        tokens = await store.tokens()
+        rows = [
+            {
+                "id": t.id,
+                "name": t.name,
+                "role": str(t.role),
+                "created_at": t.created_at.isoformat(),
+                "created_by": t.created_by,
+                "revoked_at": None if t.revoked_at is None else t.revoked_at.isoformat(),
+            }
+            for t in tokens
+        ]
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            for r in rows:
+                state = f"revoked {r['revoked_at']}" if r["revoked_at"] else "active"
+                print(f"{r['id']}  {r['role']:<8}  {r['name']:<20}  {state}")
+        return 0
+
+    return _with_store(args, work)
+
+
+def run_token_revoke(args: argparse.Namespace) -> int:
+    """Revoke an operator token (the next request with it is refused)."""
+    from switch.operator_service import audit_record, token_view
+
+    async def work(store: Store) -> int:
+        found = await store.token_get(args.token_id)
+        if found is None:
+            raise _Refused(f"TOKEN_ID: there is no operator token {args.token_id}", 1)
+        now = datetime.now(UTC)
+        before = token_view(found[0])
+        audit = audit_record(
+            None,
+            "token.revoke",
+            args.token_id,
+            before,
+            before | {"revoked_at": now.isoformat()},
+            now,
+        )
+        await store.token_revoke(args.token_id, at=now, by="command-line", audit=audit)
+        print(f"operator token {args.token_id} revoked")
+        return 0
+
+    return _with_store(args, work)
+
+
+_OPERATOR_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}")
+
+
 def register(sub: Any) -> None:
-    """Add the `db`, `ledger` and `participant` sub-commands."""
+    """Add the `db`, `ledger`, `participant` and `operator` sub-commands."""
     db = sub.add_parser("db", help="database administration")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     p = db_sub.add_parser("migrate", help="apply pending schema migrations")
@@ -306,3 +397,24 @@ def register(sub: Any) -> None:
         p.add_argument("amount", metavar="AMOUNT", help="decimal amount, e.g. 1000.00")
         p.add_argument("--ref", help="journal reference (default: generated)")
         p.set_defaults(run=run, command_name=name)
+
+    operator = sub.add_parser("operator", help="operator API access (tokens)")
+    operator_sub = operator.add_subparsers(dest="operator_command", required=True, metavar="WHAT")
+    token = operator_sub.add_parser("token", help="operator tokens of the operator API")
+    token_sub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    p = token_sub.add_parser("create", help="issue a token and print it (shown only once)")
+    _store_option(p)
+    p.add_argument("--name", required=True, help="the operator's name, as the audit log shows it")
+    p.add_argument(
+        "--role", required=True, choices=["viewer", "operator", "admin"], help="what it may do"
+    )
+    p.add_argument("--json", action="store_true", help="print id, name, role and token as JSON")
+    p.set_defaults(run=run_token_create, command_name="token-create")
+    p = token_sub.add_parser("list", help="list tokens (never their secrets)")
+    _store_option(p)
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
+    p.set_defaults(run=run_token_list, command_name="token-list")
+    p = token_sub.add_parser("revoke", help="revoke a token")
+    _store_option(p)
+    p.add_argument("token_id", metavar="TOKEN_ID", help="the token's id (12 hex digits)")
+    p.set_defaults(run=run_token_revoke, command_name="token-revoke")

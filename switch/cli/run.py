@@ -9,6 +9,7 @@ configuration (one line naming the setting).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -29,6 +30,11 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         settings = load_settings(args.config, store=args.store)
+        if args.api_port is not None:
+            if not 0 < args.api_port < 65536:
+                raise SettingsError(f"--api-port out of range: {args.api_port}")
+            service_settings = dataclasses.replace(settings.service, api_port=args.api_port)
+            settings = dataclasses.replace(settings, service=service_settings)
         return service.run(settings)
     except (SettingsError, PkiError, ValueError) as exc:
         print(f"rtpswitch run: {exc}", file=sys.stderr)
@@ -43,4 +49,9 @@ def register(sub: Any) -> None:
     p = sub.add_parser("run", help="run the switch as a service (PostgreSQL + mTLS broker)")
     p.add_argument("--config", type=Path, help="switch configuration (TOML, [service] section)")
     p.add_argument("--store", help="override service.store (a postgresql:// URL)")
+    p.add_argument(
+        "--api-port",
+        type=int,
+        help="operator API and dashboard port (HTTPS; overrides service.api_port)",
+    )
     p.set_defaults(run=run)
