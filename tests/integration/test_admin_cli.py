@@ -12,7 +12,7 @@ import pytest
 from switch.cli import admin
 from switch.core import Participant
 from switch.ledger import EntryKind, Position, PositionDelta
-from switch.store import Batch, open_store, postgres
+from switch.store import Batch, open_store, postgres, sqlite
 from switch.store.testing import reset_database
 
 A, B = "BNKAUS33XXX", "BNKBUS33XXX"
@@ -68,7 +68,9 @@ def test_migrate_prints_versions_then_up_to_date(
 ) -> None:
     url = f"sqlite:///{tmp_path / 'x.db'}"
     assert cli("db", "migrate", "--store", url) == 0
-    assert capsys.readouterr().out == "applied 0001_init\napplied 0002_directory\n"
+    applied = "".join(f"applied {v}\n" for v, _ in sqlite.migrations())
+    assert applied.startswith("applied 0001_init\napplied 0002_directory\n")
+    assert capsys.readouterr().out == applied
     assert cli("db", "migrate", "--store", url) == 0
     assert capsys.readouterr().out == "up to date\n"
 
