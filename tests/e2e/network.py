@@ -187,6 +187,7 @@ def write_config(path: Path, store: str) -> Path:
         "amqp_vhost": VHOST,
         "response_timeout_seconds": RESPONSE_TIMEOUT,
         "participant_api_port": free_port(),
+        "api_port": free_port(),
     }
     for key, value in values.items():
         text, n = re.subn(rf"(?m)^{key} = \S+", f"{key} = {json.dumps(value)}", text)

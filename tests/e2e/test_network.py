@@ -260,6 +260,9 @@ def test_four_banks_two_switches_clear_a_mixed_workload_through_a_crash(
         # 6. The leader serves the banks' alias-directory API over mutual TLS.
         _alias_directory_api(net.settings.service.participant_api_port)
 
+        # 7. The leader serves the operator API: ready (database, broker, schemas).
+        _operator_api(net.settings.service.api_port, net.store)
+
         # The new leader stops gracefully.
         standby.terminate()
         assert standby.wait(30) == 0, standby.tail()
@@ -307,6 +310,36 @@ def _alias_directory_api(port: int) -> None:
     assert "B-1" not in json.dumps(body)
     status, body = _api_call(port, A, "DELETE", "/v1/aliases/EMAL/nina@example.com")
     assert (status, body["code"]) == (403, "not_owner"), body
+
+
+def _operator_api(port: int, store: str) -> None:
+    cli = [sys.executable, "-m", "switch.cli", "operator", "token", "create"]
+    made = subprocess.run(
+        [*cli, "--store", store, "--name", "night-ops", "--role", "viewer", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    token = json.loads(made.stdout)["token"]
+    context = ssl.create_default_context(cafile=str(PKI / "ca" / "ca.crt"))
+
+    def call(path: str) -> tuple[int, bytes]:
+        conn = http.client.HTTPSConnection("localhost", port, context=context, timeout=10)
+        try:
+            conn.request("GET", path, headers={"Authorization": f"Bearer {token}"})
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
+    status, body = call("/readyz")
+    assert status == 200, body
+    assert json.loads(body)["checks"]["broker"] == "ok"
+    status, body = call("/v1/conservation")
+    assert status == 200 and json.loads(body)["ok"] is True, body
+    status, body = call("/metrics")
+    assert status == 200 and b"rtpswitch_queue_depth" in body, body[:500]
 
 
 def _start_phase(
