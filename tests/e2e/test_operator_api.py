@@ -8,6 +8,10 @@ audited, maker-checker above the threshold, problems for bad input, never a 500.
 from __future__ import annotations
 
 import re
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
@@ -19,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from switch.core import ParticipantStatus
 from switch.iso20022.views import Agent
 from switch.store.testing import ensure_test_database, reset_database
-from tests.e2e.operator_harness import PROBLEM, OperatorSwitch, operator_switch
+from tests.e2e.operator_harness import PROBLEM, Client, OperatorSwitch, operator_switch
 
 A, B, C, D = "BNKAUS33XXX", "BNKBUS33XXX", "BNKCUS33XXX", "BNKDUS33XXX"
 Z = "BNKZUS33XXX"
@@ -357,3 +361,38 @@ async def test_malformed_json_and_oversized_bodies(embedded: OperatorSwitch) -> 
     assert (broken.status, broken.code) == (422, "invalid_request")
     huge = await operator.call("POST", f"/v1/participants/{A}/fund", raw=b"x" * 100_000)
     assert (huge.status, huge.code) == (413, "body_too_large")
+
+
+def test_demo_serve_keeps_the_dashboard_up_until_sigterm(tmp_path: Path) -> None:
+    """`rtpswitch demo --serve`: the report, then where to sign in, then up until SIGTERM."""
+    args = [sys.executable, "-m", "switch.cli", "demo", "--payments", "60", "--seed", "3"]
+    args += ["--store", f"sqlite:///{tmp_path / 'demo.db'}", "--timeout", "0.3"]
+    args += ["--serve", "--api-port", "0", "--pki-dir", str(tmp_path / "pki")]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        lines: list[str] = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("The API and the dashboard stay up"):
+                break
+        text = "".join(lines)
+        url = re.search(r"Operator dashboard: (https://\S+)/dashboard", text)
+        token = re.search(r"admin token \(valid until revoked\): (rtpo_\S+)", text)
+        assert url and token, text + (proc.stderr.read() if proc.poll() is not None else "")
+        assert "conservation" in text.lower()
+        port = int(url.group(1).rsplit(":", 1)[1])
+        client = Client(port, tmp_path / "pki" / "ca" / "ca.crt", token.group(1))
+        data = client.call_sync("GET", "/v1/dashboard")
+        assert data.status == 200 and data.body["totals"]["settled"] > 0
+        assert client.call_sync("GET", "/dashboard").status == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
