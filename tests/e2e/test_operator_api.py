@@ -383,7 +383,8 @@ def test_demo_serve_keeps_the_dashboard_up_until_sigterm(tmp_path: Path) -> None
         text = "".join(lines)
         url = re.search(r"Operator dashboard: (https://\S+)/dashboard", text)
         token = re.search(r"admin token \(valid until revoked\): (rtpo_\S+)", text)
-        assert url and token, text + (proc.stderr.read() if proc.poll() is not None else "")
+        finished = proc.poll() is not None and proc.stderr is not None
+        assert url and token, text + (proc.stderr.read() if finished and proc.stderr else "")
         assert "conservation" in text.lower()
         port = int(url.group(1).rsplit(":", 1)[1])
         client = Client(port, tmp_path / "pki" / "ca" / "ca.crt", token.group(1))

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from switch.core import Money, Participant, ParticipantStatus
+from switch.core.state import PaymentEvent, PaymentState
 from switch.ledger import Book, Position
 from switch.operations import (
     Action,
@@ -26,6 +27,7 @@ from switch.operations import (
     parse_token,
     secret_matches,
 )
+from switch.operations.trail import transitions
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 A = Participant(id="BNKAUS33XXX", member_id="021000021", name="Bank A")
@@ -260,3 +262,54 @@ def test_an_alert_keeps_its_first_time_until_it_clears() -> None:
 def test_rates_need_a_sample() -> None:
     o = observation(finals_last_minute=5, rejected_last_minute=5, timed_out_last_minute=5)
     assert AlertBook(AlertLimits(low_position=1)).evaluate(o) == []
+
+
+# --- a payment's path ------------------------------------------------------------------------
+
+
+def test_a_forwarded_and_settled_payment_shows_every_step() -> None:
+    later = NOW + timedelta(seconds=1)
+    path = transitions(
+        state=PaymentState.SETTLED,
+        reason=None,
+        received_at=NOW,
+        updated_at=later,
+        forwarded_at=NOW + timedelta(milliseconds=3),
+    )
+    assert [(t.state, t.event) for t in path] == [
+        (PaymentState.RECEIVED, None),
+        (PaymentState.RESERVED, PaymentEvent.RESERVE),
+        (PaymentState.FORWARDED, PaymentEvent.FORWARD),
+        (PaymentState.SETTLED, PaymentEvent.ACCEPT),
+    ]
+    assert path[-1].at == later
+
+
+def test_a_payment_refused_on_receipt_and_one_timed_out() -> None:
+    refused = transitions(
+        state=PaymentState.REJECTED,
+        reason="AM04",
+        received_at=NOW,
+        updated_at=NOW,
+        forwarded_at=None,
+    )
+    assert [(t.state, t.reason) for t in refused] == [
+        (PaymentState.RECEIVED, None),
+        (PaymentState.REJECTED, "AM04"),
+    ]
+    timed_out = transitions(
+        state=PaymentState.TIMED_OUT,
+        reason="AB05",
+        received_at=NOW,
+        updated_at=NOW + timedelta(seconds=5),
+        forwarded_at=NOW,
+    )
+    assert timed_out[-1].event is PaymentEvent.TIMEOUT and timed_out[-1].reason == "AB05"
+    creditor = transitions(
+        state=PaymentState.REJECTED,
+        reason="AC03",
+        received_at=NOW,
+        updated_at=NOW,
+        forwarded_at=NOW,
+    )
+    assert creditor[-1].event is PaymentEvent.CREDITOR_REJECT
