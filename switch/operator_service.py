@@ -683,7 +683,7 @@ async def create_token(
     token = OperatorToken(
         id=issued.id,
         name=name,
-        role=role,  # type: ignore[arg-type]
+        role=role,
         created_at=now,
         created_by=None if by is None else by.name,
     )

@@ -33,6 +33,7 @@ from typing import Any
 from switch.core import Participant, ParticipantStatus, PaymentState
 from switch.directory import Change
 from switch.ledger import ConservationReport, JournalEntry, Position, PositionDelta
+from switch.operations.access import Role
 
 
 class Direction(StrEnum):
@@ -97,12 +98,8 @@ class PaymentUpdate:
     deadline: datetime | None
 
 
-class OperatorRole(StrEnum):
-    """What an operator token may do: each role may do everything the ones before may."""
-
-    VIEWER = "viewer"
-    OPERATOR = "operator"
-    ADMIN = "admin"
+OperatorRole = Role
+"""What an operator token may do (`switch.operations.access.Role`)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
