@@ -67,6 +67,12 @@
     return `${Math.floor(s / 86400)} d ${pad(Math.floor(s / 3600) % 24)} h`;
   }
 
+  // "InvalidCreditorAccountNumber" (an ISO reason's name) -> "Invalid creditor account number".
+  const words = (text) =>
+    /^[A-Z][A-Za-z0-9]*$/.test(text || "")
+      ? text.replace(/([a-z0-9])([A-Z])/g, "$1 $2").replace(/ [A-Z](?=[a-z])/g, (c) => c.toLowerCase())
+      : text || "";
+
   const rate = (v) => `${(v * 100).toFixed(v >= 0.1 ? 0 : 1)}%`;
 
   // --- the API ---------------------------------------------------------------------
@@ -106,7 +112,7 @@
 
   function showLoginError(message) {
     const box = $("login-error");
-    box.textContent = message || "";
+    box.textContent = message ? message.charAt(0).toUpperCase() + message.slice(1) : "";
     box.hidden = !message;
     $("token").setAttribute("aria-invalid", message ? "true" : "false");
   }
@@ -202,13 +208,18 @@
     const box = $("connection");
     box.className = "connection live";
     box.textContent = "Live";
+    box.removeAttribute("title");
+    $("app").classList.remove("stale");
   }
 
+  // The figures on the page stay, dimmed, until an answer comes again.
   function stale(detail) {
     const box = $("connection");
     box.className = "connection stale";
-    const last = state.data ? `, last update ${clock(state.data.at)}` : "";
-    box.textContent = `Reconnecting: ${detail}${last}`;
+    box.replaceChildren("Reconnecting…", el("span", { class: "sr-only" }, ` ${detail}`));
+    const last = state.data ? `; the figures shown are from ${clock(state.data.at)} UTC` : "";
+    box.title = `${detail}${last}`;
+    $("app").classList.toggle("stale", Boolean(state.data));
   }
 
   // --- rendering -------------------------------------------------------------------
@@ -425,13 +436,19 @@
         { "data-participant": p.id, "data-low-position": p.low_position ? "true" : "false", class: p.low_position ? "low" : null },
         el("td", { class: "nowrap" }, el("span", { class: "id" }, p.id), el("span", { class: "name" }, p.name || "")),
         el("td", {}, el("span", { class: `pill ${cls}` }, label)),
-        el("td", { "data-testid": "connected" }, el("span", { class: p.connected ? "yes" : "no" }, p.connected ? "Yes" : "No")),
+        el("td", { "data-testid": "connected" }, connection(p.connected)),
         el("td", { class: "num" }, money(p.available)),
         el("td", { class: "num" }, money(p.reserved)),
         el("td", { class: "nowrap" }, position),
       );
     });
     fillTable($("participants"), rows, "No participants");
+  }
+
+  // true, false, or null when the transport cannot tell.
+  function connection(connected) {
+    if (connected === null || connected === undefined) return el("span", { class: "muted" }, "Unknown");
+    return el("span", { class: connected ? "yes" : "no" }, connected ? "Yes" : "No");
   }
 
   function renderRejects(rejects) {
@@ -446,7 +463,7 @@
         el("td", { class: "num" }, money(r.amount)),
         el("td", { "data-testid": "reason" },
           r.reason ? el("span", { class: "badge code bad" }, r.reason) : null,
-          el("span", { class: "reason-text" }, r.reason_text || (r.reason ? "" : "no reason given"))),
+          el("span", { class: "reason-text" }, words(r.reason_text) || (r.reason ? "" : "no reason given"))),
       ),
     );
     fillTable($("recent-rejects"), rows, "No rejected payments");
@@ -491,6 +508,7 @@
     $("switch-status").textContent = "—";
     $("switch-status").className = "pill";
     $("connection").className = "connection";
+    $("app").classList.remove("stale");
     $("connection").textContent = "Connecting…";
   }
 
