@@ -1,10 +1,10 @@
 """The operators' dashboard in headless Chromium, on the real operator API.
 
-An embedded switch (SQLite, the in-process transport) clears the demo's payments between
-the simulated banks of config/demo.toml while its operator service samples it; then the
-operator API serves it over HTTPS with a server certificate of a fresh scheme CA, and
-the banks go on paying a few payments a second while Debian's chromium (driven by
-Playwright, see dashboard_browser.py) looks at /dashboard with a viewer token.
+`operator_switch` (operator_harness.py) clears the demo's payments between the simulated
+banks of config/demo.toml on an embedded switch (SQLite, the in-process transport) and
+serves the operator API over HTTPS with a server certificate of a throwaway scheme CA;
+the banks then go on paying, 30 to 70 payments a second, while Debian's chromium
+(driven by Playwright, see dashboard_browser.py) watches /dashboard with a viewer token.
 
 The screenshot is saved to var/screenshots/dashboard.png; with
 RTPSWITCH_DOCS_SCREENSHOT=1 it also replaces docs/dashboard.png, the README's picture.
@@ -26,23 +26,20 @@ from pathlib import Path
 
 import pytest
 
-from switch.api.operators import start_operator_api
-from switch.api.tls import ApiServer
 from switch.core import PaymentState, to_minor
-from switch.demo import UNKNOWN_AGENT, Demo, DemoReport
+from switch.demo import UNKNOWN_AGENT, Demo
 from switch.iso20022.reasons import REASONS
 from switch.iso20022.views import Agent
 from switch.operations import Role
 from switch.operator_service import Operator, OperatorService
-from switch.security.pki import SchemeCA
-from switch.settings import Settings, load_demo_aliases, load_demo_participants, load_settings
 from switch.store.base import PaymentQuery
 from tests.e2e.dashboard_browser import DashboardBrowser, chromium_path, open_dashboard
+from tests.e2e.operator_harness import OperatorSwitch, operator_switch
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "var" / "screenshots" / "dashboard.png"
 DOCS_SCREENSHOT = ROOT / "docs" / "dashboard.png"
-PAYMENTS = 300  # every scenario of the demo's mix, and a burst the charts show
+PAYMENTS = 300  # every scenario of the demo's mix
 
 pytestmark = [
     pytest.mark.slow,
@@ -57,16 +54,23 @@ pytestmark = [
 class Live:
     """A switch that cleared the demo's payments, with its operator API up."""
 
-    settings: Settings
-    demo: Demo
-    report: DemoReport
-    service: OperatorService
-    server: ApiServer
-    server_cert: Path
+    switch: OperatorSwitch
+
+    @property
+    def demo(self) -> Demo:
+        return self.switch.demo
+
+    @property
+    def service(self) -> OperatorService:
+        return self.switch.service
 
     @property
     def banks(self) -> list[str]:
         return list(self.demo.banks)
+
+    @property
+    def server_cert(self) -> Path:
+        return self.switch.pki / "server" / "server.crt"
 
 
 async def trickle(demo: Demo, stop: asyncio.Event) -> None:
@@ -96,31 +100,16 @@ async def trickle(demo: Demo, stop: asyncio.Event) -> None:
 
 @pytest.fixture
 async def live(tmp_path: Path) -> AsyncIterator[Live]:
-    settings = load_settings(store=f"sqlite:///{tmp_path / 'switch.db'}", response_timeout=1.0)
-    demo = Demo(
-        settings=settings,
-        participants=load_demo_participants(),
-        seed=2026,
-        aliases=load_demo_aliases(),
-    )
-    service = OperatorService(demo.engine)
-    await service.start()  # sampling from before the first payment: the charts show the run
-    try:
-        report = await demo.run(PAYMENTS, keep_running=True)
-        pki = tmp_path / "pki"
-        SchemeCA.init(pki)
-        server = await start_operator_api(service, pki_dir=pki, host="127.0.0.1", port=0)
+    """The demo's switch with its operator API (operator_harness), the banks paying on."""
+    store = f"sqlite:///{tmp_path / 'switch.db'}"
+    async with operator_switch(tmp_path, store, payments=PAYMENTS, seed=2026) as switch:
         stop = asyncio.Event()
-        paying = asyncio.create_task(trickle(demo, stop))
+        paying = asyncio.create_task(trickle(switch.demo, stop))
         try:
-            yield Live(settings, demo, report, service, server, pki / "server" / "server.crt")
+            yield Live(switch)
         finally:
             stop.set()
             await paying
-            await server.stop()
-    finally:
-        await service.stop()
-        await demo.shutdown()
 
 
 async def viewer_token(live: Live) -> tuple[str, str]:
@@ -135,7 +124,7 @@ async def texts(dashboard: DashboardBrowser, selector: str) -> list[str]:
 
 async def test_an_operator_watches_the_switch_on_the_dashboard(live: Live) -> None:
     token_id, token = await viewer_token(live)
-    async with open_dashboard(live.server.url, trust=live.server_cert) as dashboard:
+    async with open_dashboard(live.switch.url, trust=live.server_cert) as dashboard:
         page = dashboard.page
         await dashboard.open()
         await page.locator("#login").wait_for(state="visible")
@@ -169,7 +158,7 @@ async def test_an_operator_watches_the_switch_on_the_dashboard(live: Live) -> No
         assert (await page.locator('[data-latency="p50"]').inner_text()).endswith("ms")
 
         # Low positions: exactly the banks whose available position is under the threshold.
-        threshold = to_minor(live.settings.operations.low_position)
+        threshold = to_minor(live.demo.settings.operations.low_position)
         low = sorted(
             p for p in live.banks if live.demo.engine.book.position(p).available < threshold
         )
