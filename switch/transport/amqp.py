@@ -542,8 +542,11 @@ class AmqpSwitchTransport:
         await asyncio.gather(*(self.send(participant, data) for participant, data in messages))
 
     async def queue_depth(self) -> int | None:
-        """Messages waiting for the switch: ready on `switch.inbound`, plus those delivered
-        to this process and not yet handed to the engine; None when not connected."""
+        """Messages waiting for the switch; None when not connected to the broker.
+
+        Those ready on `switch.inbound` plus those the broker delivered to this process
+        and `receive_batch` has not yet handed to the engine.
+        """
         counts = await self._link.queue_counts(SWITCH_QUEUE)
         if counts is None:
             return None
