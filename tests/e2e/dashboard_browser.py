@@ -93,9 +93,14 @@ class DashboardBrowser:
         """A refused token is the API's answer, not a fault of the page (Chromium logs it)."""
         return "status of 401" in text or "status of 403" in text
 
-    async def open(self) -> None:
-        """Load /dashboard (the sign-in form, or the data if this tab has a token)."""
-        await self.page.goto(f"{self.base_url}/dashboard", wait_until="load")
+    async def open(self) -> dict[str, str]:
+        """Load /dashboard (the sign-in form, or the data if this tab has a token).
+
+        Returns the page's response headers (names in lower case).
+        """
+        response = await self.page.goto(f"{self.base_url}/dashboard", wait_until="load")
+        assert response is not None and response.ok, response
+        return await response.all_headers()
 
     async def sign_in(self, token: str) -> None:
         """Type `token` into the form and press "Sign in"."""

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from switch.api.dashboard import CONTENT_SECURITY_POLICY
 from switch.core import PaymentState, to_minor
 from switch.demo import UNKNOWN_AGENT, Demo
 from switch.iso20022.reasons import REASONS
@@ -126,7 +127,8 @@ async def test_an_operator_watches_the_switch_on_the_dashboard(live: Live) -> No
     token_id, token = await viewer_token(live)
     async with open_dashboard(live.switch.url, trust=live.server_cert) as dashboard:
         page = dashboard.page
-        await dashboard.open()
+        headers = await dashboard.open()
+        assert headers["content-security-policy"] == CONTENT_SECURITY_POLICY
         await page.locator("#login").wait_for(state="visible")
         assert await page.locator("#app").is_hidden()
 
