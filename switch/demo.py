@@ -515,20 +515,25 @@ async def serve_demo(
         seed=seed,
         aliases=load_demo_aliases(participants_file),
     )
-    report = await demo.run(payments, keep_running=True)
+    service = OperatorService(demo.engine)
+    await service.start()  # the dashboard's charts show the run itself
     try:
-        ca = SchemeCA.init(pki_dir)
-        service = OperatorService(demo.engine)
-        _, token = await service.create_token("demo-admin", Role.ADMIN, None)
-        server = await start_operator_api(service, pki_dir=pki_dir, host=api_host, port=api_port)
+        report = await demo.run(payments, keep_running=True)
         try:
-            on_ready(report, Serving(f"{server.url}/dashboard", token, ca.ca_cert_path))
-            await stop.wait()
+            ca = SchemeCA.init(pki_dir)
+            _, token = await service.create_token("demo-admin", Role.ADMIN, None)
+            server = await start_operator_api(
+                service, pki_dir=pki_dir, host=api_host, port=api_port
+            )
+            try:
+                on_ready(report, Serving(f"{server.url}/dashboard", token, ca.ca_cert_path))
+                await stop.wait()
+            finally:
+                await server.stop()
         finally:
-            await server.stop()
-            await service.stop()
+            await demo.shutdown()
     finally:
-        await demo.shutdown()
+        await service.stop()
     return report
 
 
