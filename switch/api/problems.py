@@ -39,6 +39,7 @@ __all__ = [
     "problems_as_problem_json",
     "store_errors",
     "unavailable",
+    "unreadable_body",
 ]
 
 log = logging.getLogger("rtpswitch.api")
@@ -141,6 +142,19 @@ def validation_problem(exc: RequestValidationError) -> ApiProblem:
     )
 
 
+def unreadable_body() -> ApiProblem:
+    """The 422 for a body FastAPI could not even decode (not UTF-8): as for invalid JSON."""
+    message = "the body is not valid JSON"
+    return ApiProblem(
+        422,
+        "invalid_request",
+        f"body: {message}",
+        title="the request is malformed",
+        field="body",
+        errors=[FieldProblem(field="body", detail=message)],
+    )
+
+
 HTTP_CODES: Final[Mapping[int, str]] = {
     400: "bad_request",
     401: "unauthorized",
@@ -211,6 +225,10 @@ def install_handlers(
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 400 and isinstance(exc.__cause__, ValueError):
+            # FastAPI's "error parsing the body" (e.g. bytes that are not UTF-8): a malformed
+            # body, answered like one that is not JSON rather than as an undocumented 400
+            return problem_response(unreadable_body())
         code = HTTP_CODES.get(exc.status_code, "http_error")
         detail = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         if exc.status_code == 404 and detail == "Not Found":
