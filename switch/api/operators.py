@@ -52,12 +52,27 @@ from switch.api.problems import (
     problems_as_problem_json,
 )
 from switch.api.tls import DEFAULT_HOSTNAMES, TLS_CIPHERS, ApiServer
-from switch.core import Money, Participant, PaymentState, to_minor
+from switch.core import (
+    Money,
+    Participant,
+    ParticipantStatus,
+    PaymentEvent,
+    PaymentState,
+    to_minor,
+)
+from switch.ledger import EntryKind
 from switch.metrics import render_metrics
-from switch.operations import Action, OperatorCommand, Refused, Role
+from switch.operations import Action, OperatorCommand, Refused, Role, Severity
 from switch.operator_service import Operator, OperatorService, alert_view
 from switch.security.pki import SchemeCA
-from switch.store.base import Approval, ApprovalState, ArchivedMessage, PaymentQuery, PaymentRecord
+from switch.store.base import (
+    Approval,
+    ApprovalState,
+    ArchivedMessage,
+    Direction,
+    PaymentQuery,
+    PaymentRecord,
+)
 
 __all__ = ["operator_app", "operator_ssl_context", "start_operator_api"]
 
@@ -87,7 +102,7 @@ def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
         422: "a malformed body, path or query (`invalid_request`) or a refused value",
         503: "the database cannot be reached now (`unavailable`)",
     }
-    return {
+    answers: dict[int | str, dict[str, Any]] = {
         status: {
             "model": Problem,
             "description": texts[status],
@@ -95,6 +110,13 @@ def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
         }
         for status in sorted({401, 403, 422, 503, *statuses})
     }
+    answers[401]["headers"] = {
+        "WWW-Authenticate": {
+            "description": '`Bearer realm="rtpswitch"`',
+            "schema": {"type": "string"},
+        }
+    }
+    return answers
 
 
 # --- bodies --------------------------------------------------------------------------------
@@ -142,15 +164,34 @@ class TokenRequest(_Body):
     role: Role
 
 
+class HealthOut(BaseModel):
+    """The process answers."""
+
+    status: Literal["ok"]
+
+
+class ReadinessOut(BaseModel):
+    """Whether the switch can clear now, and each dependency's state."""
+
+    ready: bool
+    checks: dict[str, str] = Field(
+        description="database, broker, schemas and engine: `ok`, or what is wrong with it"
+    )
+
+
 class ParticipantOut(BaseModel):
-    id: str
+    """A participant with its position (amounts of the scheme currency)."""
+
+    id: str = Field(description="the participant's BICFI")
     member_id: str
     name: str
-    status: str
-    limit: str | None
+    status: ParticipantStatus
+    limit: str | None = Field(description="its per-payment limit (null: the scheme's)")
     available: str
     reserved: str
-    connected: bool | None = None
+    connected: bool | None = Field(
+        default=None, description="whether the bank is connected (null: cannot tell)"
+    )
 
 
 class ParticipantList(BaseModel):
@@ -159,7 +200,7 @@ class ParticipantList(BaseModel):
 
 
 class JournalEntryOut(BaseModel):
-    kind: str
+    kind: EntryKind
     debit: str
     credit: str
     amount: str
@@ -172,16 +213,40 @@ class JournalOut(BaseModel):
     entry: JournalEntryOut
 
 
+class ApprovalOut(BaseModel):
+    """A fund or defund above the approval threshold, for a second operator to decide."""
+
+    id: str
+    action: Literal["fund", "defund"]
+    participant: str
+    amount: str
+    reference: str
+    maker: str = Field(description="the operator who asked for it")
+    created_at: datetime
+    expires_at: datetime
+    state: ApprovalState
+    checker: str | None = Field(description="the operator who decided it")
+    decided_at: datetime | None
+
+
 class MoveResult(BaseModel):
+    """A fund or defund: done (the participant after it and the journal entries), or waiting
+    for a second operator (the approval)."""
+
     status: Literal["done", "pending_approval"]
-    participant: dict[str, Any] | None = None
+    participant: ParticipantOut | None = None
     journal: list[JournalEntryOut] = []
-    approval: dict[str, Any] | None = None
+    approval: ApprovalOut | None = None
+
+
+class PositionOut(BaseModel):
+    available: str
+    reserved: str
 
 
 class PositionsOut(BaseModel):
     currency: str
-    positions: dict[str, dict[str, str]]
+    positions: dict[str, PositionOut] = Field(description="by participant BICFI")
     total_available: str
     total_reserved: str
 
@@ -200,8 +265,8 @@ class PaymentOut(BaseModel):
     debtor_agent: str
     creditor_agent: str | None
     amount: str
-    state: str
-    reason: str | None
+    state: PaymentState
+    reason: str | None = Field(description="the ISO 20022 reason code of a reject")
     created_at: datetime
     updated_at: datetime
     deadline: datetime | None
@@ -214,7 +279,7 @@ class PaymentPage(BaseModel):
 
 class MessageOut(BaseModel):
     id: str
-    direction: str
+    direction: Direction
     participant: str
     msg_type: str
     biz_msg_id: str | None
@@ -226,8 +291,8 @@ class MessageOut(BaseModel):
 
 
 class TransitionOut(BaseModel):
-    state: str
-    event: str | None
+    state: PaymentState
+    event: PaymentEvent | None
     at: datetime
     reason: str | None
 
@@ -241,7 +306,7 @@ class PaymentDetail(BaseModel):
 class TokenOut(BaseModel):
     id: str
     name: str
-    role: str
+    role: Role
     created_at: datetime
     created_by: str | None
     revoked_at: datetime | None
@@ -255,13 +320,13 @@ class IssuedTokenOut(TokenOut):
 class AuditOut(BaseModel):
     seq: int | None
     at: datetime
-    actor: str
-    role: str
-    action: str
-    target: str
-    before: dict[str, Any] | None
-    after: dict[str, Any] | None
-    approval: str | None
+    actor: str = Field(description="the operator's name (`command-line`: on the host)")
+    role: str = Field(description="the operator's role: viewer, operator or admin")
+    action: str = Field(description="e.g. `participant.suspend`, `token.create`")
+    target: str = Field(description="the participant, token or approval acted on")
+    before: dict[str, Any] | None = Field(description="what the target was (null: it was not)")
+    after: dict[str, Any] | None = Field(description="what it became")
+    approval: str | None = Field(description="the approval the change was made under")
 
 
 class AuditPage(BaseModel):
@@ -271,10 +336,104 @@ class AuditPage(BaseModel):
 
 class AlertOut(BaseModel):
     code: str
-    severity: str
+    severity: Severity
     participant: str | None
     message: str
-    since: str
+    since: datetime
+
+
+class ConservationSide(BaseModel):
+    """Conservation measured on one side (the engine's memory or the database)."""
+
+    ok: bool
+    available: str
+    reserved: str
+    funded: str
+    defunded: str
+    discrepancy: str = Field(description="available + reserved - (funded - defunded): zero")
+
+
+class ConservationOut(BaseModel):
+    """Money is neither made nor lost: positions add up to what was funded less defunded."""
+
+    ok: bool
+    currency: str
+    memory: ConservationSide
+    database: ConservationSide
+
+
+class SwitchOut(BaseModel):
+    engine_running: bool
+    store: Literal["postgresql", "sqlite"]
+    uptime_seconds: float
+
+
+class RatesOut(BaseModel):
+    """Per-second rates over one sampling interval, ending `at`."""
+
+    at: datetime
+    payments_per_second: float
+    settled_per_second: float
+    rejected_per_second: float
+    timed_out_per_second: float
+    reject_rate: float = Field(description="rejected and timed out, of the final payments")
+
+
+class TotalsOut(BaseModel):
+    payments: int
+    settled: int
+    rejected: int
+    timed_out: int
+    in_flight: int
+
+
+class LatencyOut(BaseModel):
+    """Percentiles of the recent end-to-end latencies in ms (null: no payment yet)."""
+
+    p50: float | None
+    p90: float | None
+    p99: float | None
+    max: float | None
+    count: int
+
+
+class DashboardParticipantOut(BaseModel):
+    id: str
+    name: str
+    status: ParticipantStatus
+    connected: bool | None
+    available: str
+    reserved: str
+    low_position: bool = Field(description="available is under the low-position threshold")
+    low_position_threshold: str
+
+
+class RejectOut(BaseModel):
+    """A payment rejected or timed out."""
+
+    payment_id: str
+    uetr: str
+    at: datetime
+    debtor_agent: str
+    creditor_agent: str | None
+    amount: str
+    state: PaymentState
+    reason: str | None
+    reason_text: str = Field(description="the reason code's name")
+
+
+class DashboardOut(BaseModel):
+    """Everything the dashboard shows, in one answer."""
+
+    at: datetime
+    currency: str
+    switch: SwitchOut
+    series: list[RatesOut] = Field(description="the last ten minutes, oldest first")
+    totals: TotalsOut
+    latency_ms: LatencyOut
+    participants: list[DashboardParticipantOut]
+    recent_rejects: list[RejectOut] = Field(description="newest first")
+    alerts: list[AlertOut]
 
 
 # --- cursors -------------------------------------------------------------------------------
@@ -385,6 +544,9 @@ def operator_app(service: OperatorService) -> FastAPI:
     def participant_out(p: Participant, connected: bool | None = None) -> ParticipantOut:
         return ParticipantOut(**service.participant_view(p), connected=connected)
 
+    def approval_out(a: Approval) -> ApprovalOut:
+        return ApprovalOut.model_validate(service.approval_view(a))
+
     def payment_out(p: PaymentRecord) -> PaymentOut:
         return PaymentOut(
             id=p.id,
@@ -395,7 +557,7 @@ def operator_app(service: OperatorService) -> FastAPI:
             debtor_agent=p.debtor_agent,
             creditor_agent=p.creditor_agent,
             amount=money(p.amount),
-            state=str(p.state),
+            state=p.state,
             reason=p.reason,
             created_at=p.created_at,
             updated_at=p.updated_at,
@@ -405,7 +567,7 @@ def operator_app(service: OperatorService) -> FastAPI:
     def message_out(m: ArchivedMessage, with_xml: bool) -> MessageOut:
         return MessageOut(
             id=m.id,
-            direction=str(m.direction),
+            direction=m.direction,
             participant=m.participant,
             msg_type=m.msg_type,
             biz_msg_id=m.biz_msg_id,
@@ -419,34 +581,51 @@ def operator_app(service: OperatorService) -> FastAPI:
     def entries_out(entries: Sequence[Any]) -> list[JournalEntryOut]:
         return [
             JournalEntryOut(
-                kind=str(e.kind), debit=e.debit, credit=e.credit, amount=money(e.amount), ref=e.ref
+                kind=e.kind, debit=e.debit, credit=e.credit, amount=money(e.amount), ref=e.ref
             )
             for e in entries
         ]
 
     # --- health, readiness, metrics, the dashboard -----------------------------------------
 
-    @app.get("/healthz", tags=["health"], summary="Liveness: the process answers")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    @app.get(
+        "/healthz",
+        tags=["health"],
+        summary="Liveness: the process answers",
+        response_model=HealthOut,
+    )
+    async def healthz() -> HealthOut:
+        return HealthOut(status="ok")
 
     @app.get(
         "/readyz",
         tags=["health"],
         summary="Readiness: database, broker, schemas and engine",
-        responses={503: {"description": "something the switch needs is not ready"}},
+        response_model=ReadinessOut,
+        responses={
+            503: {"model": ReadinessOut, "description": "something the switch needs is not ready"}
+        },
     )
     async def readyz() -> JSONResponse:
         checks = await service.readiness()
         ready = all(v == "ok" for v in checks.values())
-        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+        return JSONResponse(
+            ReadinessOut(ready=ready, checks=checks).model_dump(mode="json"),
+            status_code=200 if ready else 503,
+        )
 
     @app.get(
         "/metrics",
         tags=["health"],
         summary="Prometheus metrics",
         response_class=Response,
-        responses={200: {"content": {"text/plain": {}}}, **_problems()},
+        responses={
+            200: {
+                "description": "the Prometheus text exposition format",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            },
+            **_problems(),
+        },
     )
     async def metrics(who: Viewer) -> Response:
         body, content_type = await render_metrics(service.engine, service.transport)
@@ -460,10 +639,11 @@ def operator_app(service: OperatorService) -> FastAPI:
         "/dashboard",
         tags=["dashboard"],
         summary="Everything the dashboard shows",
+        response_model=DashboardOut,
         responses=_problems(),
     )
-    async def dashboard(who: Viewer) -> dict[str, Any]:
-        return await service.dashboard()
+    async def dashboard(who: Viewer) -> DashboardOut:
+        return DashboardOut.model_validate(await service.dashboard())
 
     # --- participants --------------------------------------------------------------------
 
@@ -578,11 +758,11 @@ def operator_app(service: OperatorService) -> FastAPI:
                 action, participant, minor(body.amount, "amount"), body.reference, who
             )
             if isinstance(done, Approval):
-                result = MoveResult(status="pending_approval", approval=service.approval_view(done))
+                result = MoveResult(status="pending_approval", approval=approval_out(done))
                 return JSONResponse(result.model_dump(mode="json"), status_code=202)
             result = MoveResult(
                 status="done",
-                participant=service.participant_view(service.participant(participant)),
+                participant=participant_out(service.participant(participant)),
                 journal=entries_out(done.journal),
             )
             return JSONResponse(result.model_dump(mode="json"), status_code=200)
@@ -617,11 +797,11 @@ def operator_app(service: OperatorService) -> FastAPI:
         responses=_problems(),
     )
     async def positions(who: Viewer) -> PositionsOut:
-        out: dict[str, dict[str, str]] = {}
+        out: dict[str, PositionOut] = {}
         total_available = total_reserved = 0
         for p in service.participants():
             pos = service.position(p.id)
-            out[p.id] = {"available": money(pos.available), "reserved": money(pos.reserved)}
+            out[p.id] = PositionOut(available=money(pos.available), reserved=money(pos.reserved))
             total_available += pos.available
             total_reserved += pos.reserved
         return PositionsOut(
@@ -726,12 +906,7 @@ def operator_app(service: OperatorService) -> FastAPI:
         return PaymentDetail(
             payment=payment_out(trail.payment),
             transitions=[
-                TransitionOut(
-                    state=str(t.state),
-                    event=None if t.event is None else str(t.event),
-                    at=t.at,
-                    reason=t.reason,
-                )
+                TransitionOut(state=t.state, event=t.event, at=t.at, reason=t.reason)
                 for t in trail.transitions
             ],
             messages=[message_out(m, xml) for m in trail.messages],
@@ -743,10 +918,11 @@ def operator_app(service: OperatorService) -> FastAPI:
         "/conservation",
         tags=["positions"],
         summary="The conservation check, in memory and in the database",
+        response_model=ConservationOut,
         responses=_problems(),
     )
-    async def conservation(who: Viewer) -> dict[str, Any]:
-        return await service.conservation()
+    async def conservation(who: Viewer) -> ConservationOut:
+        return ConservationOut.model_validate(await service.conservation())
 
     @router.get(
         "/alerts",
@@ -764,22 +940,23 @@ def operator_app(service: OperatorService) -> FastAPI:
         "/approvals",
         tags=["approvals"],
         summary="Funding requests waiting for (or decided by) a second operator",
+        response_model=list[ApprovalOut],
         responses=_problems(),
     )
     async def approvals(
         who: Viewer,
         state: ApprovalState | None = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    ) -> list[dict[str, Any]]:
+    ) -> list[ApprovalOut]:
         found = await service.store.approvals(state=state, limit=limit)
-        return [service.approval_view(a) for a in found]
+        return [approval_out(a) for a in found]
 
     def approval_decision(approve: bool) -> Callable[..., Any]:
         async def decide(
             who: Operates,
             approval: Annotated[str, Path(max_length=64, description="the approval's id")],
-        ) -> dict[str, Any]:
-            return service.approval_view(await service.decide_approval(approval, approve, who))
+        ) -> ApprovalOut:
+            return approval_out(await service.decide_approval(approval, approve, who))
 
         return decide
 
@@ -790,6 +967,7 @@ def operator_app(service: OperatorService) -> FastAPI:
             methods=["POST"],
             tags=["approvals"],
             summary=f"{verb.capitalize()} another operator's funding request (operator)",
+            response_model=ApprovalOut,
             responses=_problems(404, 409),
             name=f"approval_{verb}",
         )
@@ -800,7 +978,7 @@ def operator_app(service: OperatorService) -> FastAPI:
         return TokenOut(
             id=t.id,
             name=t.name,
-            role=str(t.role),
+            role=t.role,
             created_at=t.created_at,
             created_by=t.created_by,
             revoked_at=t.revoked_at,
