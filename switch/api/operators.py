@@ -35,7 +35,7 @@ from decimal import Decimal
 from pathlib import Path as FilePath
 from typing import Annotated, Any, Final, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Path, Query
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
@@ -483,6 +483,33 @@ def _payment_cursor(text: str | None) -> tuple[datetime, str] | None:
 
 # --- the app -------------------------------------------------------------------------------
 
+
+async def _known_query_parameters(request: Request) -> None:
+    """422 for a query parameter the endpoint does not take (a misspelt filter would
+    otherwise be ignored, and a search answer more than was asked)."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    known = {param.alias for param in _query_params(dependant)}
+    for name in request.query_params:
+        if name not in known:
+            raise ApiProblem(
+                422,
+                "unknown_parameter",
+                f"{request.url.path} takes no query parameter {name!r}"
+                + (f" (it takes {', '.join(sorted(known))})" if known else ""),
+                field=name,
+            )
+
+
+def _query_params(dependant: Any) -> list[Any]:
+    found = list(dependant.query_params)
+    for sub in dependant.dependencies:
+        found += _query_params(sub)
+    return found
+
+
 _bearer = HTTPBearer(auto_error=False, description="an operator token: `rtpo_<id>_<secret>`")
 
 
@@ -633,7 +660,7 @@ def operator_app(service: OperatorService) -> FastAPI:
 
     app.include_router(dashboard_router())
 
-    router = APIRouter(prefix=f"/v{API_VERSION}")
+    router = APIRouter(prefix=f"/v{API_VERSION}", dependencies=[Depends(_known_query_parameters)])
 
     @router.get(
         "/dashboard",

@@ -336,6 +336,8 @@ BAD_INPUTS = [
         "invalid_request",
     ),
     ("GET", "/v1/nothing-here", None, "vera", 404, "no_such_resource"),
+    ("GET", f"/v1/payments?partcipant={A}", None, "vera", 422, "unknown_parameter"),
+    ("GET", "/v1/participants?verbose=1", None, "vera", 422, "unknown_parameter"),
 ]
 
 
