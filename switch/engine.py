@@ -404,7 +404,7 @@ class Engine:
                     AuditRecord(
                         at=now,
                         actor=c.decision.checker,
-                        role=cmd.role,
+                        role=cmd.checker_role or cmd.role,
                         action="approval.approve",
                         target=cmd.participant,
                         before={"approval": c.decision.id, "state": "pending"},

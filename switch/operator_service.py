@@ -382,6 +382,7 @@ class OperatorService:
                         reference=approval.reference,
                         approval=approval.id,
                         checker=by.name,
+                        checker_role=str(by.role),
                     ),
                     decision=decision,
                 )

@@ -80,6 +80,8 @@ class OperatorCommand:
     approval: str | None = None
     """The approval this command carries out (maker-checker), if any."""
     checker: str | None = None
+    checker_role: str | None = None
+    """The second operator who approved it, and that operator's role."""
 
 
 @dataclass(slots=True, kw_only=True)
