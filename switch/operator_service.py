@@ -32,7 +32,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Final, Protocol, runtime_checkable
+from typing import Any, Final
 from uuid import uuid4
 
 from switch.core import Participant, PaymentState, to_minor
@@ -70,6 +70,7 @@ from switch.store.base import (
     PaymentRecord,
     Store,
 )
+from switch.transport import Observable
 
 __all__ = [
     "Operator",
@@ -121,13 +122,6 @@ class PaymentTrail:
     payment: PaymentRecord
     messages: Sequence[ArchivedMessage]
     transitions: Sequence[Transition]
-
-
-@runtime_checkable
-class _Observable(Protocol):
-    async def queue_depth(self) -> int | None: ...
-
-    async def connected(self, participants: Collection[str]) -> Mapping[str, bool]: ...
 
 
 def utcnow() -> datetime:
@@ -281,7 +275,7 @@ class OperatorService:
 
     async def connectivity(self, ids: Collection[str]) -> dict[str, bool | None]:
         """Whether each bank is connected (None: the transport cannot tell)."""
-        if isinstance(self.transport, _Observable):
+        if isinstance(self.transport, Observable):
             try:
                 found = await self.transport.connected(ids)
             except Exception as exc:  # the monitoring view must not fail on the broker
@@ -292,7 +286,7 @@ class OperatorService:
 
     async def queue_depth(self) -> int | None:
         """Messages waiting for the switch (None: the transport cannot tell)."""
-        if isinstance(self.transport, _Observable):
+        if isinstance(self.transport, Observable):
             try:
                 return await self.transport.queue_depth()
             except Exception as exc:
@@ -589,7 +583,7 @@ class OperatorService:
             checks["database"] = "ok"
         except Exception as exc:
             checks["database"] = f"unreachable: {type(exc).__name__}"
-        if isinstance(self.transport, _Observable):
+        if isinstance(self.transport, Observable):
             try:
                 depth = await asyncio.wait_for(self.transport.queue_depth(), 2.0)
                 checks["broker"] = "ok" if depth is not None else "unreachable"
