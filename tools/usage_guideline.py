@@ -316,17 +316,19 @@ class _Schema:
         name = str(elem.get("name"))
         if name in self.types or name in self._global_elements():
             raise GuidelineError(f"{self.message}: {name} already exists")
-        for sub in elem.iter(etree.Element):
-            for ref in self._local_refs(sub):
-                if ref not in self.types:
-                    raise GuidelineError(f"{self.message}: {name} refers to unknown {ref}")
-            self._count(sub, +1)
         key = _order(name)
         following = [t for t in self.root if t.tag in TYPE_TAGS and _order(t.get("name")) > key]
         if following:
             following[0].addprevious(elem)
         else:
             self.root.append(elem)
+        # References are counted once `elem` is in the tree: a detached copy does not
+        # carry the schema's default namespace, so its QNames would not resolve to it.
+        for sub in elem.iter(etree.Element):
+            for ref in self._local_refs(sub):
+                if ref not in self.types:
+                    raise GuidelineError(f"{self.message}: {name} refers to unknown {ref}")
+            self._count(sub, +1)
         self.types[name] = elem
 
     def _global_elements(self) -> dict[str, etree._Element]:
