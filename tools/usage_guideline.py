@@ -51,6 +51,7 @@ MESSAGES: Final = (
     "admi.004.001.02",
     "acmt.023.001.04",
     "acmt.024.001.04",
+    "camt.053.001.08",
 )
 """Message definitions the scheme publishes a usage guideline for."""
 
@@ -75,6 +76,31 @@ RULE_ALIAS: Final = (
 RULE_LOOKUP_ANSWER: Final = (
     "RULEBOOK §5: a lookup answer (acmt.024) names the lookup (acmt.023) it answers by "
     "its message id."
+)
+STATEMENT: Final = "camt.053.001.08"
+"""RULEBOOK §2: the end-of-day statement."""
+RULE_STATEMENT: Final = (
+    "RULEBOOK §1: at each business day's rollover every participant receives a statement "
+    "(camt.053) of its settlement position, numbered (ElctrncSeqNb), dated (CreDtTm) and "
+    "covering the day from one rollover to the next (FrToDt)."
+)
+RULE_STATEMENT_ACCOUNT: Final = (
+    "RULEBOOK §1: the account of a statement is the participant's settlement position "
+    "at the switch; its servicer is the switch, named by its BICFI."
+)
+RULE_STATEMENT_BALANCE: Final = (
+    "RULEBOOK §1: a statement gives the opening (OPBD) and closing (CLBD) booked balance "
+    f"of the position, in the scheme currency, {SCHEME_CURRENCY}, with at most 2 decimals."
+)
+RULE_STATEMENT_ENTRY: Final = (
+    "RULEBOOK §1: every entry of a statement is a movement of the append-only journal, "
+    "booked (BOOK), final and of immediate value (BookgDt, ValDt), in the scheme currency "
+    "with at most 2 decimals and greater than zero, named by its journal reference "
+    "(AcctSvcrRef) and its journal kind (BkTxCd/Prtry)."
+)
+RULE_STATEMENT_SUMMARY: Final = (
+    "RULEBOOK §1: a statement summarises the day's credit and debit entries (TxsSummry), "
+    "so that the closing balance is the opening balance plus credits minus debits."
 )
 # Not narrowed by the schema, because the tool narrows no choice and no maxOccurs: the
 # assigner and assignee of acmt.023/acmt.024 are agents (Assgnr/Agt, Assgne/Agt, not
@@ -185,6 +211,55 @@ NEW_TYPES: Final[tuple[NewType, ...]] = (
         facets=(("enumeration", "SLEV"),),
         rule=RULE_CHARGE_BEARER,
     ),
+    SimpleRestriction(
+        message=STATEMENT,
+        name="SchemeCurrencyCode",
+        base="ActiveOrHistoricCurrencyCode",
+        facets=(("pattern", "[A-Z]{3,3}"), ("enumeration", SCHEME_CURRENCY)),
+        rule=RULE_CURRENCY,
+    ),
+    SimpleRestriction(
+        message=STATEMENT,
+        name="SchemeBalanceAmount_SimpleType",
+        base="ActiveOrHistoricCurrencyAndAmount_SimpleType",
+        facets=(("fractionDigits", "2"), ("totalDigits", "18"), ("minInclusive", "0")),
+        rule=RULE_STATEMENT_BALANCE,
+    ),
+    SimpleContentType(
+        message=STATEMENT,
+        name="SchemeBalanceAmount",
+        content="SchemeBalanceAmount_SimpleType",
+        attributes=(Attribute(name="Ccy", type="SchemeCurrencyCode"),),
+        rule=RULE_STATEMENT_BALANCE,
+    ),
+    SimpleRestriction(
+        message=STATEMENT,
+        name="SchemeBalanceType1Code",
+        base="ExternalBalanceType1Code",
+        facets=(("enumeration", "OPBD"), ("enumeration", "CLBD")),
+        rule=RULE_STATEMENT_BALANCE,
+    ),
+    SimpleRestriction(
+        message=STATEMENT,
+        name="SchemeEntryAmount_SimpleType",
+        base="ActiveOrHistoricCurrencyAndAmount_SimpleType",
+        facets=(("fractionDigits", "2"), ("totalDigits", "18"), ("minExclusive", "0")),
+        rule=RULE_STATEMENT_ENTRY,
+    ),
+    SimpleContentType(
+        message=STATEMENT,
+        name="SchemeEntryAmount",
+        content="SchemeEntryAmount_SimpleType",
+        attributes=(Attribute(name="Ccy", type="SchemeCurrencyCode"),),
+        rule=RULE_STATEMENT_ENTRY,
+    ),
+    SimpleRestriction(
+        message=STATEMENT,
+        name="SchemeEntryStatus1Code",
+        base="ExternalEntryStatus1Code",
+        facets=(("enumeration", "BOOK"),),
+        rule=RULE_STATEMENT_ENTRY,
+    ),
 )
 """Types the scheme adds to a message schema (each a restriction of a base type)."""
 
@@ -248,6 +323,102 @@ NARROWINGS: Final[tuple[Narrowing, ...]] = (
         path="Document/IdVrfctnRpt/OrgnlAssgnmt/MsgId",
         min_occurs=1,
         rule=RULE_LOOKUP_ANSWER,
+    ),
+    Narrowing(
+        message=STATEMENT,
+        path="Document/BkToCstmrStmt/Stmt/ElctrncSeqNb",
+        min_occurs=1,
+        rule=RULE_STATEMENT,
+    ),
+    Narrowing(
+        message=STATEMENT,
+        path="Document/BkToCstmrStmt/Stmt/CreDtTm",
+        min_occurs=1,
+        rule=RULE_STATEMENT,
+    ),
+    Narrowing(
+        message=STATEMENT,
+        path="Document/BkToCstmrStmt/Stmt/FrToDt",
+        min_occurs=1,
+        rule=RULE_STATEMENT,
+    ),
+    Narrowing(
+        message=STATEMENT,
+        path="Document/BkToCstmrStmt/Stmt/Acct/Svcr",
+        min_occurs=1,
+        rule=RULE_STATEMENT_ACCOUNT,
+    ),
+    Narrowing(
+        message=STATEMENT,
+        path="Document/BkToCstmrStmt/Stmt/Acct/Svcr/FinInstnId/BICFI",
+        min_occurs=1,
+        rule=RULE_STATEMENT_ACCOUNT,
+    ),
+    Narrowing(
+        message=STATEMENT,
+        path="Document/BkToCstmrStmt/Stmt/Bal/Tp/CdOrPrtry/Cd",
+        type="SchemeBalanceType1Code",
+        rule=RULE_STATEMENT_BALANCE,
+    ),
+    Narrowing(
+        message=STATEMENT,
+        path="Document/BkToCstmrStmt/Stmt/Bal/Amt",
+        type="SchemeBalanceAmount",
+        rule=RULE_STATEMENT_BALANCE,
+    ),
+    Narrowing(
+        message=STATEMENT,
+        path="Document/BkToCstmrStmt/Stmt/TxsSummry",
+        min_occurs=1,
+        rule=RULE_STATEMENT_SUMMARY,
+    ),
+    Narrowing(
+        message=STATEMENT,
+        path="Document/BkToCstmrStmt/Stmt/TxsSummry/TtlCdtNtries",
+        min_occurs=1,
+        rule=RULE_STATEMENT_SUMMARY,
+    ),
+    Narrowing(
+        message=STATEMENT,
+        path="Document/BkToCstmrStmt/Stmt/TxsSummry/TtlDbtNtries",
+        min_occurs=1,
+        rule=RULE_STATEMENT_SUMMARY,
+    ),
+    Narrowing(
+        message=STATEMENT,
+        path="Document/BkToCstmrStmt/Stmt/Ntry/Amt",
+        type="SchemeEntryAmount",
+        rule=RULE_STATEMENT_ENTRY,
+    ),
+    Narrowing(
+        message=STATEMENT,
+        path="Document/BkToCstmrStmt/Stmt/Ntry/Sts/Cd",
+        type="SchemeEntryStatus1Code",
+        rule=RULE_STATEMENT_ENTRY,
+    ),
+    Narrowing(
+        message=STATEMENT,
+        path="Document/BkToCstmrStmt/Stmt/Ntry/BookgDt",
+        min_occurs=1,
+        rule=RULE_STATEMENT_ENTRY,
+    ),
+    Narrowing(
+        message=STATEMENT,
+        path="Document/BkToCstmrStmt/Stmt/Ntry/ValDt",
+        min_occurs=1,
+        rule=RULE_STATEMENT_ENTRY,
+    ),
+    Narrowing(
+        message=STATEMENT,
+        path="Document/BkToCstmrStmt/Stmt/Ntry/AcctSvcrRef",
+        min_occurs=1,
+        rule=RULE_STATEMENT_ENTRY,
+    ),
+    Narrowing(
+        message=STATEMENT,
+        path="Document/BkToCstmrStmt/Stmt/Ntry/BkTxCd/Prtry",
+        min_occurs=1,
+        rule=RULE_STATEMENT_ENTRY,
     ),
 )
 """Element narrowings, applied in this order."""

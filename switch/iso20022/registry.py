@@ -35,6 +35,7 @@ class MessageType(StrEnum):
     ADMI_004 = "admi.004.001.02"
     ACMT_023 = "acmt.023.001.04"
     ACMT_024 = "acmt.024.001.04"
+    CAMT_053 = "camt.053.001.08"
 
     @property
     def namespace(self) -> str:
