@@ -17,6 +17,7 @@ import copy
 import functools
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
@@ -341,6 +342,158 @@ def identification_verification_report(
             w.close("UpdtdPtyAndAcctId")
         w.close("Rpt")
     w.parts.append("</IdVrfctnRpt>")
+    return w.done("Document")
+
+
+CREDIT: Final = "CRDT"
+"""CreditDebitCode of money coming into the participant's position."""
+DEBIT: Final = "DBIT"
+"""CreditDebitCode of money leaving the participant's position."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StatementEntry:
+    """One booked movement of a participant's settlement position, as a statement shows it.
+
+    `amount` is in minor units (> 0); `credit` is True for money in (funding, a payment
+    received), False for money out (defunding, a payment sent). `kind` is the journal kind
+    (`fund`, `defund`, `settle`, ...) and `reference` the journal's own reference of the
+    movement; a payment also names its `end_to_end_id`, `tx_id` and `uetr`.
+    """
+
+    amount: int
+    credit: bool
+    booked_at: datetime
+    kind: str
+    reference: str
+    end_to_end_id: str | None = None
+    tx_id: str | None = None
+    uetr: str | None = None
+
+    @property
+    def is_payment(self) -> bool:
+        """True if the entry names the payment that moved the money."""
+        return self.end_to_end_id is not None or self.tx_id is not None or self.uetr is not None
+
+
+def decimal_amount(minor: int, exponent: int) -> str:
+    """`minor` units (>= 0) as an exact decimal with `exponent` decimals: 12345, 2 -> 123.45."""
+    if type(minor) is not int or minor < 0:
+        raise ValueError(f"amount must be a non-negative int of minor units: {minor!r}")
+    if type(exponent) is not int or exponent < 0:
+        raise ValueError(f"currency exponent must be a non-negative int: {exponent!r}")
+    if exponent == 0:
+        return str(minor)
+    whole, fraction = divmod(minor, 10**exponent)
+    return f"{whole}.{fraction:0{exponent}d}"
+
+
+def statement(
+    *,
+    msg_id: str,
+    statement_id: str,
+    sequence: int,
+    created: datetime,
+    period_from: datetime,
+    period_to: datetime,
+    participant_bicfi: str,
+    account_id: str,
+    servicer_bicfi: str,
+    currency: str,
+    exponent: int,
+    opening: int,
+    closing: int,
+    entries: Sequence[StatementEntry],
+) -> bytes:
+    """A camt.053.001.08 Document: a participant's end-of-day statement of its position.
+
+    One `Stmt` for the settlement account `account_id` of the participant
+    `participant_bicfi` (its owner, `Ownr/Id/OrgId/AnyBIC`), serviced by the switch
+    (`servicer_bicfi`), over the business day from `period_from` to `period_to`: the
+    opening (OPBD) and closing (CLBD) booked balances, a summary of the credits and
+    debits, and one booked entry per movement, in the order given. Amounts are minor
+    units of `currency` written exactly with `exponent` decimals; a negative balance is
+    written as its magnitude with `DBIT`. A statement that does not add up (closing ==
+    opening + credits - debits) is refused with ValueError: it is never written.
+    """
+    if sequence < 0:
+        raise ValueError(f"statement sequence number must be >= 0: {sequence!r}")
+    if period_to < period_from:
+        raise ValueError("a statement's period ends before it starts")
+    credits = debits = n_credits = 0
+    for e in entries:
+        if type(e.amount) is not int or e.amount <= 0:
+            raise ValueError(f"statement entry {e.reference}: amount must be > 0: {e.amount!r}")
+        if e.credit:
+            credits += e.amount
+            n_credits += 1
+        else:
+            debits += e.amount
+    if closing != opening + credits - debits:
+        raise ValueError(
+            f"statement {statement_id} does not add up: opening {opening} + credits "
+            f"{credits} - debits {debits} != closing {closing}"
+        )
+    amount = functools.partial(decimal_amount, exponent=exponent)
+    ccy = escape(currency)
+    w = _Writer("Document", MessageType.CAMT_053.namespace)
+    w.parts.append("<BkToCstmrStmt><GrpHdr>")
+    w.leaf("MsgId", msg_id)
+    w.leaf("CreDtTm", iso_datetime(created))
+    w.parts.append("</GrpHdr><Stmt>")
+    w.leaf("Id", statement_id)
+    w.leaf("ElctrncSeqNb", str(sequence))
+    w.leaf("CreDtTm", iso_datetime(created))
+    w.parts.append("<FrToDt>")
+    w.leaf("FrDtTm", iso_datetime(period_from))
+    w.leaf("ToDtTm", iso_datetime(period_to))
+    w.parts.append("</FrToDt><Acct><Id><Othr>")
+    w.leaf("Id", account_id)
+    w.parts.append("</Othr></Id>")
+    w.leaf("Ccy", currency)
+    w.parts.append("<Ownr><Id><OrgId>")
+    w.leaf("AnyBIC", participant_bicfi)
+    w.parts.append("</OrgId></Id></Ownr><Svcr><FinInstnId>")
+    w.leaf("BICFI", servicer_bicfi)
+    w.parts.append("</FinInstnId></Svcr></Acct>")
+    for code, balance, at in (("OPBD", opening, period_from), ("CLBD", closing, period_to)):
+        w.parts.append(f"<Bal><Tp><CdOrPrtry><Cd>{code}</Cd></CdOrPrtry></Tp>")
+        w.parts.append(f'<Amt Ccy="{ccy}">{amount(abs(balance))}</Amt>')
+        w.leaf("CdtDbtInd", DEBIT if balance < 0 else CREDIT)
+        w.parts.append(f"<Dt><DtTm>{iso_datetime(at)}</DtTm></Dt></Bal>")
+    net = credits - debits
+    w.parts.append("<TxsSummry><TtlNtries>")
+    w.leaf("NbOfNtries", str(len(entries)))
+    w.leaf("Sum", amount(credits + debits))
+    w.parts.append("<TtlNetNtry>")
+    w.leaf("Amt", amount(abs(net)))
+    w.leaf("CdtDbtInd", DEBIT if net < 0 else CREDIT)
+    w.parts.append("</TtlNetNtry></TtlNtries><TtlCdtNtries>")
+    w.leaf("NbOfNtries", str(n_credits))
+    w.leaf("Sum", amount(credits))
+    w.parts.append("</TtlCdtNtries><TtlDbtNtries>")
+    w.leaf("NbOfNtries", str(len(entries) - n_credits))
+    w.leaf("Sum", amount(debits))
+    w.parts.append("</TtlDbtNtries></TxsSummry>")
+    append = w.parts.append
+    for e in entries:
+        booked = iso_datetime(e.booked_at)
+        append(f'<Ntry><Amt Ccy="{ccy}">{amount(e.amount)}</Amt>')
+        append(f"<CdtDbtInd>{CREDIT if e.credit else DEBIT}</CdtDbtInd>")
+        append("<Sts><Cd>BOOK</Cd></Sts>")
+        append(f"<BookgDt><DtTm>{booked}</DtTm></BookgDt><ValDt><DtTm>{booked}</DtTm></ValDt>")
+        w.leaf("AcctSvcrRef", e.reference)
+        append("<BkTxCd><Prtry>")
+        w.leaf("Cd", e.kind)
+        append("</Prtry></BkTxCd>")
+        if e.is_payment:
+            append("<NtryDtls><TxDtls><Refs>")
+            w.opt("EndToEndId", e.end_to_end_id)
+            w.opt("UETR", e.uetr)
+            w.opt("TxId", e.tx_id)
+            append("</Refs></TxDtls></NtryDtls>")
+        append("</Ntry>")
+    w.parts.append("</Stmt></BkToCstmrStmt>")
     return w.done("Document")
 
 
