@@ -457,7 +457,7 @@ class SftpServer:
         finally:
             if transport is not None:
                 transport.close()
-                if transport.is_alive() and transport is not threading.current_thread():
+                if transport.is_alive():
                     transport.join(_JOIN_TIMEOUT)
             sock.close()  # a transport never started does not close it
             if connection is not None:
