@@ -298,6 +298,53 @@ class IdentificationVerificationReport:
     reports: tuple[VerificationReport, ...]
 
 
+@view
+class ReportEntry:
+    """One entry of an account statement: a booked movement of the account."""
+
+    amount: Amount
+    credit: bool
+    status: str
+    booked: str | None
+    value: str | None
+    reference: str | None
+    """The account servicer's reference (`AcctSvcrRef`): the switch's journal reference."""
+    kind: str | None
+    """The proprietary bank transaction code (`BkTxCd/Prtry/Cd`): the journal kind."""
+    end_to_end_id: str | None = None
+    tx_id: str | None = None
+    uetr: str | None = None
+
+
+@view
+class AccountStatement:
+    """One statement (`Stmt`) of a camt.053: an account's balances and entries over a period.
+
+    Balances are signed: a `DBIT` balance is read as a negative amount.
+    """
+
+    id: str
+    sequence: int | None
+    created: str | None
+    period_from: str | None
+    period_to: str | None
+    account_id: str | None
+    owner_bic: str | None
+    servicer: Agent | None
+    opening: Amount | None
+    closing: Amount | None
+    entries: tuple[ReportEntry, ...]
+
+
+@view
+class BankToCustomerStatement:
+    """A camt.053.001.08 BankToCustomerStatement: the end-of-day statement (RULEBOOK §1, §7)."""
+
+    msg_id: str
+    created: str
+    statements: tuple[AccountStatement, ...]
+
+
 class _Names(dict[str, str]):
     """Qualified tag names of one namespace, computed on first use: `n["MsgId"]`."""
 
@@ -688,6 +735,87 @@ def identification_verification_report(doc: etree._Element) -> IdentificationVer
     )
 
 
+def _date(n: _Names, el: etree._Element | None) -> str | None:
+    """The date or date-time of a DateAndDateTime2Choice, as written."""
+    k = _kids(el)
+    return _text(k, n["DtTm"]) or _text(k, n["Dt"])
+
+
+def _report_entry(n: _Names, ntry: etree._Element) -> ReportEntry:
+    k = _kids(ntry)
+    amount = _amount(_need(k, n["Amt"]))
+    if amount is None:
+        raise ViewError("missing mandatory element Amt")
+    sts = _kids(_need(k, n["Sts"]))
+    tx = _kids(k.get(n["NtryDtls"])).get(n["TxDtls"])  # one per entry in the scheme
+    refs = _kids(_kids(tx).get(n["Refs"]))
+    return ReportEntry(
+        amount=amount,
+        credit=_need_text(k, n["CdtDbtInd"]) == "CRDT",
+        status=_text(sts, n["Cd"]) or _need_text(sts, n["Prtry"]),
+        booked=_date(n, k.get(n["BookgDt"])),
+        value=_date(n, k.get(n["ValDt"])),
+        reference=_text(k, n["AcctSvcrRef"]),
+        kind=_text(_kids(_kids(k.get(n["BkTxCd"])).get(n["Prtry"])), n["Cd"]),
+        end_to_end_id=_text(refs, n["EndToEndId"]),
+        tx_id=_text(refs, n["TxId"]),
+        uetr=_text(refs, n["UETR"]),
+    )
+
+
+def _balance(n: _Names, stmt: etree._Element, code: str) -> Amount | None:
+    """The balance of type `code` (OPBD, CLBD, ...) of a statement, signed; None if absent."""
+    for bal in stmt.iterchildren(n["Bal"]):
+        k = _kids(bal)
+        kind = _kids(_kids(k.get(n["Tp"])).get(n["CdOrPrtry"]))
+        if _text(kind, n["Cd"]) != code:
+            continue
+        amount = _amount(k.get(n["Amt"]))
+        if amount is None:
+            raise ViewError(f"balance {code} has no Amt")
+        if _need_text(k, n["CdtDbtInd"]) == "DBIT":
+            return Amount(value=-amount.value, currency=amount.currency)
+        return amount
+    return None
+
+
+def bank_to_customer_statement(doc: etree._Element) -> BankToCustomerStatement:
+    """The typed view of a camt.053.001.08 Document."""
+    n = _NAMES[MessageType.CAMT_053]
+    body_el = _need(_kids(doc), n["BkToCstmrStmt"])
+    grp = _kids(_need(_kids(body_el, (n["GrpHdr"],)), n["GrpHdr"]))
+    statements: list[AccountStatement] = []
+    for stmt in body_el.iterchildren(n["Stmt"]):
+        k = _kids(stmt)
+        period = _kids(k.get(n["FrToDt"]))
+        acct = _kids(_need(k, n["Acct"]))
+        owner = _kids(_kids(_kids(acct.get(n["Ownr"])).get(n["Id"])).get(n["OrgId"]))
+        sequence = _text(k, n["ElctrncSeqNb"])
+        statements.append(
+            AccountStatement(
+                id=_need_text(k, n["Id"]),
+                sequence=int(Decimal(sequence)) if sequence is not None else None,
+                created=_text(k, n["CreDtTm"]),
+                period_from=_text(period, n["FrDtTm"]),
+                period_to=_text(period, n["ToDtTm"]),
+                account_id=_text(_kids(_kids(acct.get(n["Id"])).get(n["Othr"])), n["Id"])
+                or _text(_kids(acct.get(n["Id"])), n["IBAN"]),
+                owner_bic=_text(owner, n["AnyBIC"]),
+                servicer=_agent(n, acct.get(n["Svcr"])),
+                opening=_balance(n, stmt, "OPBD"),
+                closing=_balance(n, stmt, "CLBD"),
+                entries=tuple(_report_entry(n, e) for e in stmt.iterchildren(n["Ntry"])),
+            )
+        )
+    if not statements:
+        raise ViewError("missing mandatory element Stmt")
+    return BankToCustomerStatement(
+        msg_id=_need_text(grp, n["MsgId"]),
+        created=_need_text(grp, n["CreDtTm"]),
+        statements=tuple(statements),
+    )
+
+
 View = (
     CreditTransfer
     | StatusReport
@@ -696,6 +824,7 @@ View = (
     | SystemEvent
     | IdentificationVerificationRequest
     | IdentificationVerificationReport
+    | BankToCustomerStatement
 )
 
 
@@ -716,4 +845,5 @@ _READERS: Final[dict[MessageType, Callable[[etree._Element], View]]] = {
     MessageType.ADMI_004: system_event,
     MessageType.ACMT_023: identification_verification_request,
     MessageType.ACMT_024: identification_verification_report,
+    MessageType.CAMT_053: bank_to_customer_statement,
 }

@@ -5,8 +5,8 @@ statement of its settlement position. `build.statement` writes it from plain val
 tests check that what it writes is valid for the scheme schema and the ISO base schema
 alike, that its balances and summary add up (closing = opening + credits - debits),
 that amounts are written exactly with the currency's exponent, that an empty day and a
-very busy day are both valid, and that the scheme's narrowings of camt.053 refuse what
-they narrow away and nothing else.
+very busy day are both valid, that the scheme's narrowings of camt.053 refuse what they
+narrow away and nothing else, and that a statement reads back through the typed view.
 """
 
 from __future__ import annotations
@@ -15,12 +15,21 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 from lxml import etree
 
-from switch.iso20022 import MessageType, ParseLimits, build, default_registry, parse, validate
+from switch.iso20022 import (
+    MessageType,
+    ParseLimits,
+    build,
+    default_registry,
+    parse,
+    validate,
+    views,
+)
 from switch.iso20022.build import StatementEntry, decimal_amount
 from switch.iso20022.views import Agent
 from tests.oracle import base_errors, base_schema
@@ -413,3 +422,64 @@ def test_the_servicers_narrowing_does_not_reach_other_agents() -> None:
         "</ClrSysId><MmbId>011000015</MmbId></ClrSysMmbId></FinInstnId></DbtrAgt></RltdAgts>",
     )
     assert scheme_and_base_errors(doc) == ([], [])
+
+
+# --- read back through the typed view ----------------------------------------------------
+
+
+def test_statement_reads_back_through_the_view() -> None:
+    msg = parse(business_message(document()))
+    found = views.document_view(msg)
+    assert isinstance(found, views.BankToCustomerStatement)
+    assert (found.msg_id, found.created) == (
+        "SW5f2c1a9e0b3d400000009321",
+        "2026-11-22T05:00:03.114Z",
+    )
+    (stmt,) = found.statements
+    assert (stmt.id, stmt.sequence, stmt.account_id, stmt.owner_bic) == (
+        "BNKAUS33XXX-2026-11-21",
+        326,
+        BANK,
+        BANK,
+    )
+    assert (stmt.period_from, stmt.period_to) == (
+        "2026-11-21T05:00:00.000Z",
+        "2026-11-22T05:00:00.000Z",
+    )
+    assert stmt.servicer == Agent(bicfi=SWITCH)
+    assert stmt.opening == views.Amount(value=Decimal("250000.00"), currency="USD")
+    assert stmt.closing == views.Amount(value=Decimal("279060.00"), currency="USD")
+    assert [
+        (
+            int(e.amount.value.scaleb(2)),
+            e.credit,
+            e.kind,
+            e.reference,
+            e.end_to_end_id,
+            e.tx_id,
+            e.uetr,
+        )
+        for e in stmt.entries
+    ] == [
+        (e.amount, e.credit, e.kind, e.reference, e.end_to_end_id, e.tx_id, e.uetr) for e in ENTRIES
+    ]
+    assert {e.status for e in stmt.entries} == {"BOOK"}
+    assert stmt.entries[1].booked == stmt.entries[1].value == "2026-11-21T14:03:11.487Z"
+
+
+def test_a_debit_balance_reads_back_negative() -> None:
+    found = views.document_view(parse(business_message(document(entries=(DEFUND,), opening=0))))
+    assert isinstance(found, views.BankToCustomerStatement)
+    assert found.statements[0].closing == views.Amount(value=Decimal("-20000.00"), currency="USD")
+
+
+def test_the_example_statement_is_valid_and_adds_up() -> None:
+    raw = (Path(__file__).resolve().parents[2] / "examples" / "camt.053.xml").read_bytes()
+    assert scheme_errors(raw) == []
+    assert base_errors(raw) == []
+    found = views.document_view(parse(raw))
+    assert isinstance(found, views.BankToCustomerStatement)
+    (stmt,) = found.statements
+    assert stmt.opening is not None and stmt.closing is not None
+    net = sum(e.amount.value if e.credit else -e.amount.value for e in stmt.entries)
+    assert stmt.closing.value == stmt.opening.value + net
