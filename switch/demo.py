@@ -29,7 +29,7 @@ from typing import Any, Final
 from participants.messages import alias_proxy
 from simulators import SimulatedBank
 from switch.core import PaymentState
-from switch.core.money import to_minor
+from switch.core.money import format_minor, to_minor
 from switch.engine import Engine
 from switch.iso20022.views import Agent
 from switch.ledger import Book, replay
@@ -164,7 +164,7 @@ class DemoReport:
 
 
 def _money(minor: int) -> str:
-    return f"{Decimal(minor).scaleb(-2):.2f}"
+    return format_minor(minor, 2)
 
 
 def _positions(book: Book) -> dict[str, dict[str, str]]:

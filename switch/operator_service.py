@@ -31,11 +31,10 @@ from collections import deque
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any, Final
 from uuid import uuid4
 
-from switch.core import Participant, PaymentState, to_minor
+from switch.core import Participant, PaymentState, format_minor, to_minor
 from switch.engine import Engine
 from switch.iso20022.reasons import REASONS
 from switch.ledger import Position
@@ -599,7 +598,7 @@ class OperatorService:
 
     def money(self, minor: int) -> str:
         """Minor units as a decimal amount of the scheme currency."""
-        return f"{Decimal(minor).scaleb(-self.exponent):f}"
+        return format_minor(minor, self.exponent)
 
     def participant_view(self, p: Participant) -> dict[str, Any]:
         """A participant with its position."""

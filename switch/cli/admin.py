@@ -31,7 +31,13 @@ from pathlib import Path
 from typing import Any, Final
 from uuid import uuid4
 
-from switch.core import InsufficientPosition, InternalError, ParticipantDirectory, to_minor
+from switch.core import (
+    InsufficientPosition,
+    InternalError,
+    ParticipantDirectory,
+    format_minor,
+    to_minor,
+)
 from switch.ledger import Book, Position, net_deltas, replay
 from switch.store.base import Batch, Store, open_store
 from switch.store.sqlite import SqliteStore
@@ -51,7 +57,7 @@ class _Refused(Exception):
 
 
 def _fmt(minor: int) -> str:
-    return f"{Decimal(minor).scaleb(-EXPONENT):f}"
+    return format_minor(minor, EXPONENT)
 
 
 def _store_errors() -> tuple[type[BaseException], ...]:

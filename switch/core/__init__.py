@@ -27,7 +27,7 @@ from switch.core.errors import (
     WrongCurrency,
     peer_error,
 )
-from switch.core.money import Money, is_currency_code, to_minor
+from switch.core.money import Money, format_minor, is_currency_code, to_minor
 from switch.core.rules import (
     RULES,
     AgentRef,
@@ -96,6 +96,7 @@ __all__ = [
     "WrongCurrency",
     "check_payment",
     "events_from",
+    "format_minor",
     "inquiry_status",
     "is_currency_code",
     "is_final",

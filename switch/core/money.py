@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final
 
-__all__ = ["MAX_EXPONENT", "Money", "is_currency_code", "to_minor"]
+__all__ = ["MAX_EXPONENT", "Money", "format_minor", "is_currency_code", "to_minor"]
 
 MAX_EXPONENT: Final = 18
 """Largest currency exponent accepted (ISO 4217 uses 0 to 4)."""
@@ -25,6 +25,13 @@ _POW10: Final[tuple[int, ...]] = tuple(10**e for e in range(MAX_EXPONENT + 1))
 def is_currency_code(code: str) -> bool:
     """True if `code` has the shape of an ISO 4217 alphabetic code (3 upper-case letters)."""
     return len(code) == 3 and code.isascii() and code.isalpha() and code.isupper()
+
+
+def format_minor(minor: int, exponent: int = 2) -> str:
+    """`minor` units as exact decimal text with `exponent` decimals: 12345, 2 -> "123.45"."""
+    whole, fraction = divmod(abs(minor), _POW10[exponent])
+    sign = "-" if minor < 0 else ""
+    return f"{sign}{whole}.{fraction:0{exponent}d}" if exponent else f"{sign}{whole}"
 
 
 def to_minor(amount: Decimal, exponent: int = 2) -> int:

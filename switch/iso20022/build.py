@@ -23,6 +23,7 @@ from typing import Final
 
 from lxml import etree
 
+from switch.core.money import format_minor
 from switch.iso20022.registry import ENVELOPE_NS, MessageType
 from switch.iso20022.views import USABA, Agent, Proxy, VerificationReport
 
@@ -382,10 +383,7 @@ def decimal_amount(minor: int, exponent: int) -> str:
         raise ValueError(f"amount must be a non-negative int of minor units: {minor!r}")
     if type(exponent) is not int or exponent < 0:
         raise ValueError(f"currency exponent must be a non-negative int: {exponent!r}")
-    if exponent == 0:
-        return str(minor)
-    whole, fraction = divmod(minor, 10**exponent)
-    return f"{whole}.{fraction:0{exponent}d}"
+    return format_minor(minor, exponent)
 
 
 def statement(

@@ -30,10 +30,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
 from enum import StrEnum
 
-from switch.core import Participant, ParticipantStatus
+from switch.core import Participant, ParticipantStatus, format_minor
 from switch.ledger import Position
 
 __all__ = ["Alert", "AlertBook", "AlertLimits", "Observation", "ParticipantState", "Severity"]
@@ -97,16 +96,14 @@ class Observation:
     exponent: int = 2
 
 
-def _money(minor: int, exponent: int) -> str:
-    return f"{Decimal(minor).scaleb(-exponent):f}"
-
-
 def _raised(o: Observation, limits: AlertLimits) -> list[tuple[str, Severity, str | None, str]]:
     out: list[tuple[str, Severity, str | None, str]] = []
     if not o.engine_running:
         out.append(("engine_stopped", Severity.CRITICAL, None, "the clearing engine is stopped"))
     if not o.conservation_ok:
-        text = f"positions differ from funded - defunded by {_money(o.discrepancy, o.exponent)}"
+        text = (
+            f"positions differ from funded - defunded by {format_minor(o.discrepancy, o.exponent)}"
+        )
         out.append(("conservation_broken", Severity.CRITICAL, None, text))
     for ps in o.participants:
         p, available = ps.participant, ps.position.available
@@ -116,8 +113,8 @@ def _raised(o: Observation, limits: AlertLimits) -> list[tuple[str, Severity, st
             )
         elif available < limits.low_position:
             text = (
-                f"{p.id} has {_money(available, o.exponent)} available, under "
-                f"{_money(limits.low_position, o.exponent)}"
+                f"{p.id} has {format_minor(available, o.exponent)} available, under "
+                f"{format_minor(limits.low_position, o.exponent)}"
             )
             out.append(("low_position", Severity.WARNING, p.id, text))
         if p.status is ParticipantStatus.SUSPENDED:

@@ -18,11 +18,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Final
 
-from switch.core import InsufficientPosition, Money, Participant, ParticipantStatus
+from switch.core import InsufficientPosition, Money, Participant, ParticipantStatus, format_minor
 from switch.ledger import Book, JournalEntry, Position
 
 __all__ = [
@@ -96,10 +95,6 @@ class Decision:
     after: dict[str, Any] | None = None
 
 
-def _money(minor: int, exponent: int) -> str:
-    return f"{Decimal(minor).scaleb(-exponent):f}"
-
-
 def participant_view(p: Participant, position: Position | None, exponent: int) -> dict[str, Any]:
     """A participant and its position as the audit log and the API show them."""
     view: dict[str, Any] = {
@@ -110,8 +105,8 @@ def participant_view(p: Participant, position: Position | None, exponent: int) -
         "limit": None if p.limit is None else str(p.limit.to_decimal()),
     }
     if position is not None:
-        view["available"] = _money(position.available, exponent)
-        view["reserved"] = _money(position.reserved, exponent)
+        view["available"] = format_minor(position.available, exponent)
+        view["reserved"] = format_minor(position.reserved, exponent)
     return view
 
 
@@ -151,8 +146,8 @@ def decide(
                 raise Refused(
                     409,
                     "insufficient_position",
-                    f"{cmd.participant} has {_money(have, exponent)} available; "
-                    f"cannot defund {_money(amount, exponent)}",
+                    f"{cmd.participant} has {format_minor(have, exponent)} available; "
+                    f"cannot defund {format_minor(amount, exponent)}",
                     field="amount",
                 ) from None
     elif cmd.action is Action.SUSPEND:

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from switch.core.money import Money, is_currency_code, to_minor
+from switch.core.money import Money, format_minor, is_currency_code, to_minor
 
 
 def usd(minor: int) -> Money:
@@ -116,3 +116,20 @@ def test_comparison() -> None:
     assert usd(1) != Money(minor=1, currency="EUR")
     assert max(usd(5), usd(7), usd(6)) == usd(7)
     assert len({usd(1), usd(1), usd(2)}) == 2
+
+
+@pytest.mark.parametrize(
+    ("minor", "exponent", "text"),
+    [
+        (0, 2, "0.00"),
+        (5, 2, "0.05"),
+        (12345, 2, "123.45"),
+        (-5, 2, "-0.05"),
+        (-12345, 3, "-12.345"),
+        (7, 0, "7"),
+        (-7, 0, "-7"),
+        (10**17, 2, "1000000000000000.00"),
+    ],
+)
+def test_format_minor_is_exact_and_keeps_the_sign(minor: int, exponent: int, text: str) -> None:
+    assert format_minor(minor, exponent) == text
