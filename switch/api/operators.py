@@ -28,7 +28,6 @@ import base64
 import binascii
 import json
 import logging
-import ssl
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -42,16 +41,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from switch.api.dashboard import dashboard_router
 from switch.api.problems import (
-    PROBLEM_MEDIA_TYPE as PROBLEM,
-)
-from switch.api.problems import (
     ApiProblem,
     BodyLimit,
-    Problem,
     install_handlers,
+    problem_responses,
     problems_as_problem_json,
 )
-from switch.api.tls import DEFAULT_HOSTNAMES, TLS_CIPHERS, ApiServer
+from switch.api.tls import DEFAULT_HOSTNAMES, ApiServer, scheme_ssl_context
 from switch.core import (
     Money,
     Participant,
@@ -64,7 +60,6 @@ from switch.ledger import EntryKind
 from switch.metrics import render_metrics
 from switch.operations import Action, OperatorCommand, Refused, Role, Severity
 from switch.operator_service import Operator, OperatorService, alert_view
-from switch.security.pki import SchemeCA
 from switch.store.base import (
     Approval,
     ApprovalState,
@@ -74,7 +69,7 @@ from switch.store.base import (
     PaymentRecord,
 )
 
-__all__ = ["operator_app", "operator_ssl_context", "start_operator_api"]
+__all__ = ["operator_app", "start_operator_api"]
 
 log = logging.getLogger("rtpswitch.api")
 
@@ -102,14 +97,7 @@ def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
         422: "a malformed body, path or query (`invalid_request`) or a refused value",
         503: "the database cannot be reached now (`unavailable`)",
     }
-    answers: dict[int | str, dict[str, Any]] = {
-        status: {
-            "model": Problem,
-            "description": texts[status],
-            "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}},
-        }
-        for status in sorted({401, 403, 422, 503, *statuses})
-    }
+    answers = problem_responses(texts, {401, 403, 422, 503, *statuses})
     answers[401]["headers"] = {
         "WWW-Authenticate": {
             "description": '`Bearer realm="rtpswitch"`',
@@ -549,7 +537,9 @@ def operator_app(service: OperatorService) -> FastAPI:
     Admin = Annotated[Operator, Depends(role(Role.ADMIN))]
     ParticipantId = Annotated[str, Path(description="the participant's BICFI", max_length=11)]
 
-    def minor(text: str, field: str) -> int:
+    def minor(text: str, field: str, *, positive: bool = True) -> int:
+        """An amount in minor units; 422 naming `field` if it has too many decimals (or,
+        when `positive`, is zero)."""
         try:
             value = to_minor(Decimal(text), exponent)
         except ValueError:
@@ -559,7 +549,7 @@ def operator_app(service: OperatorService) -> FastAPI:
                 f"{text} has more than {exponent} decimals",
                 field=field,
             ) from None
-        if value <= 0:
+        if positive and value <= 0:
             raise ApiProblem(422, "invalid_amount", "the amount must be positive", field=field)
         return value
 
@@ -888,8 +878,8 @@ def operator_app(service: OperatorService) -> FastAPI:
                 raise ApiProblem(
                     422, "invalid_time", f"{name} needs a time zone (e.g. Z)", field=name
                 )
-        low = None if min_amount is None else to_minor_or_422(min_amount, "min_amount")
-        high = None if max_amount is None else to_minor_or_422(max_amount, "max_amount")
+        low = None if min_amount is None else minor(min_amount, "min_amount", positive=False)
+        high = None if max_amount is None else minor(max_amount, "max_amount", positive=False)
         query = PaymentQuery(
             state=state,
             participant=participant,
@@ -908,14 +898,6 @@ def operator_app(service: OperatorService) -> FastAPI:
             payments=[payment_out(p) for p in found],
             next=None if last is None else _encode_cursor([last.created_at.isoformat(), last.id]),
         )
-
-    def to_minor_or_422(text: str, field: str) -> int:
-        try:
-            return to_minor(Decimal(text), exponent)
-        except ValueError:
-            raise ApiProblem(
-                422, "invalid_amount", f"{text} has more than {exponent} decimals", field=field
-            ) from None
 
     @router.get(
         "/payments/{key}",
@@ -1095,20 +1077,6 @@ def operator_app(service: OperatorService) -> FastAPI:
 # --- serving -------------------------------------------------------------------------------
 
 
-def operator_ssl_context(
-    pki_dir: FilePath | str, hostnames: Sequence[str] = DEFAULT_HOSTNAMES
-) -> Any:
-    """HTTPS with the scheme CA's server certificate; no client certificate asked for."""
-    ca = SchemeCA.load(FilePath(pki_dir))
-    certfile, keyfile = ca.ensure_server(list(hostnames))
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.set_ciphers(TLS_CIPHERS)
-    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
-    context.load_cert_chain(certfile=str(certfile), keyfile=str(keyfile))
-    return context
-
-
 async def start_operator_api(
     service: OperatorService,
     *,
@@ -1124,7 +1092,7 @@ async def start_operator_api(
         operator_app(service),
         host=host,
         port=port,
-        ssl_context=operator_ssl_context(pki_dir, hostnames),
+        ssl_context=scheme_ssl_context(pki_dir, hostnames=hostnames, client_certificates=False),
         check=None,
         access_log=access_log,
     )

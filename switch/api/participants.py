@@ -52,6 +52,7 @@ from switch.api.problems import (
     Problem,
     install_handlers,
     problem_response,
+    problem_responses,
     problems_as_problem_json,
     store_errors,
     unavailable,
@@ -165,14 +166,7 @@ def _problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         429: "a token bucket is empty (`rate_limited`); see `Retry-After`",
         503: "the directory's store is unavailable (`unavailable`)",
     }
-    return {
-        status: {
-            "model": Problem,
-            "description": texts[status],
-            "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
-        }
-        for status in sorted({403, 422, 503, *statuses})
-    }
+    return problem_responses(texts, {403, 422, 503, *statuses})
 
 
 # --- bodies --------------------------------------------------------------------------------

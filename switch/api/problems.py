@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import asyncpg
@@ -36,6 +36,7 @@ __all__ = [
     "Problem",
     "install_handlers",
     "problem_response",
+    "problem_responses",
     "problems_as_problem_json",
     "store_errors",
     "unavailable",
@@ -182,6 +183,21 @@ def unavailable(exc: BaseException, what: str = "the store") -> ApiProblem:
         f"{what} cannot be reached now; try again",
         headers={"Retry-After": "1"},
     )
+
+
+def problem_responses(
+    texts: Mapping[int, str], statuses: Iterable[int]
+) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI description of the problem answers with `statuses`, each described by
+    its text in `texts`."""
+    return {
+        status: {
+            "model": Problem,
+            "description": texts[status],
+            "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+        for status in sorted(set(statuses))
+    }
 
 
 def problems_as_problem_json(app: FastAPI) -> None:

@@ -85,32 +85,39 @@ CertificateCheck = Callable[[x509.Certificate], str | None]
 
 
 def server_ssl_context(
-    *, certfile: Path | str, keyfile: Path | str, cafile: Path | str
+    *, certfile: Path | str, keyfile: Path | str, cafile: Path | str | None
 ) -> ssl.SSLContext:
-    """A server context: TLS >= 1.2, client certificates required, issued by `cafile`."""
+    """A server context: TLS >= 1.2; client certificates required, issued by `cafile`
+    (None: no client certificate is asked for)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.verify_mode = ssl.CERT_REQUIRED
     context.set_ciphers(TLS_CIPHERS)
     context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_COMPRESSION
     context.options |= ssl.OP_NO_RENEGOTIATION
     context.load_cert_chain(certfile=os.fspath(certfile), keyfile=os.fspath(keyfile))
-    context.load_verify_locations(cafile=os.fspath(cafile))
+    if cafile is not None:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(cafile=os.fspath(cafile))
     return context
 
 
 def scheme_ssl_context(
-    pki_dir: Path | str, *, hostnames: Sequence[str] = DEFAULT_HOSTNAMES
+    pki_dir: Path | str,
+    *,
+    hostnames: Sequence[str] = DEFAULT_HOSTNAMES,
+    client_certificates: bool = True,
 ) -> ssl.SSLContext:
     """The server context of the scheme PKI in `pki_dir`.
 
     The server pair is the scheme's current one if it is valid and covers `hostnames`,
     else a new one (`SchemeCA.ensure_server`); clients must present a certificate of the
-    scheme CA. PkiError if there is no CA in `pki_dir`.
+    scheme CA unless `client_certificates` is False (the operator API, whose callers
+    are people with tokens). PkiError if there is no CA in `pki_dir`.
     """
     ca = SchemeCA.load(Path(pki_dir))
     certfile, keyfile = ca.ensure_server(list(hostnames))
-    return server_ssl_context(certfile=certfile, keyfile=keyfile, cafile=ca.ca_cert_path)
+    cafile = ca.ca_cert_path if client_certificates else None
+    return server_ssl_context(certfile=certfile, keyfile=keyfile, cafile=cafile)
 
 
 # --- what the scheme says about a certificate --------------------------------------------
