@@ -50,6 +50,7 @@ from switch.operations import (
     Refused,
     Role,
     allows,
+    cannot_defund,
     check_decision,
     issue_token,
     needs_approval,
@@ -304,19 +305,8 @@ class OperatorService:
         reference: str,
         by: Operator,
     ) -> Decision | Approval:
-        """Fund or defund now, or (above the threshold) ask a second operator."""
-        self.participant(participant_id)
-        if amount <= 0:
-            raise Refused(422, "invalid_amount", "the amount must be positive", field="amount")
-        if action is Action.DEFUND and self.position(participant_id).available < amount:
-            have = self.position(participant_id).available
-            raise Refused(
-                409,
-                "insufficient_position",
-                f"{participant_id} has {self.money(have)} available; "
-                f"cannot defund {self.money(amount)}",
-                field="amount",
-            )
+        """Fund or defund now (the engine decides), or, above the threshold, ask a second
+        operator: then refused here, as the engine would, if it could not be done now."""
         if not needs_approval(amount, self.threshold):
             return await self.operate(
                 OperatorCommand(
@@ -328,6 +318,10 @@ class OperatorService:
                     reference=reference,
                 )
             )
+        self.participant(participant_id)
+        have = self.position(participant_id).available
+        if action is Action.DEFUND and have < amount:
+            raise cannot_defund(participant_id, have, amount, self.exponent)
         now = self.clock()
         approval = Approval(
             id=f"APR{uuid4().hex[:20]}",

@@ -28,6 +28,7 @@ from switch.operations.commands import (
     Decision,
     OperatorCommand,
     Refused,
+    cannot_defund,
     decide,
     participant_view,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "Role",
     "Severity",
     "allows",
+    "cannot_defund",
     "check_decision",
     "decide",
     "issue_token",

@@ -30,6 +30,7 @@ __all__ = [
     "Decision",
     "OperatorCommand",
     "Refused",
+    "cannot_defund",
     "decide",
     "participant_view",
 ]
@@ -95,6 +96,17 @@ class Decision:
     after: dict[str, Any] | None = None
 
 
+def cannot_defund(participant: str, available: int, amount: int, exponent: int) -> Refused:
+    """The refusal of defunding `amount` from a participant with only `available`."""
+    return Refused(
+        409,
+        "insufficient_position",
+        f"{participant} has {format_minor(available, exponent)} available; "
+        f"cannot defund {format_minor(amount, exponent)}",
+        field="amount",
+    )
+
+
 def participant_view(p: Participant, position: Position | None, exponent: int) -> dict[str, Any]:
     """A participant and its position as the audit log and the API show them."""
     view: dict[str, Any] = {
@@ -143,13 +155,7 @@ def decide(
                 decision.journal = book.defund(cmd.participant, amount, ref)
             except InsufficientPosition:
                 have = book.position(cmd.participant).available
-                raise Refused(
-                    409,
-                    "insufficient_position",
-                    f"{cmd.participant} has {format_minor(have, exponent)} available; "
-                    f"cannot defund {format_minor(amount, exponent)}",
-                    field="amount",
-                ) from None
+                raise cannot_defund(cmd.participant, have, amount, exponent) from None
     elif cmd.action is Action.SUSPEND:
         if current.status is ParticipantStatus.SUSPENDED:
             raise Refused(409, "already_suspended", f"{current.id} is already suspended")
