@@ -9,12 +9,14 @@ never sees a bad setting.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from importlib import resources
 from pathlib import Path
 from typing import Any, Final
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from switch.core import Money, Participant, ParticipantStatus, SchemeRules
 from switch.directory import BucketSettings
@@ -101,6 +103,27 @@ class OperationsSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class BatchSettings:
+    """The batch channel (RULEBOOK §7): the SFTP drop, its files, the business day."""
+
+    root: Path = Path("var/sftp")
+    """The participants' trees (`<root>/<PARTICIPANT>/inbox|outbox|archive`)."""
+    host: str = "127.0.0.1"
+    port: int = 0
+    """The SFTP drop's port; 0 serves none (`rtpswitch sftp-bridge --port` overrides)."""
+    host_key: Path = Path("var/sftp/host_key")
+    authorized_keys: Path = Path("var/sftp/keys")
+    """A directory of `<PARTICIPANT>.pub` files: the SSH keys each bank logs in with."""
+    max_file_bytes: int = 512 << 20
+    """The largest batch file taken (a larger upload is refused)."""
+    chunk: int = 512
+    """Transactions of a file handed to the engine at a time."""
+    rollover_time: str = "00:00"
+    """The instant (HH:MM, local to `timezone`) one business day ends and the next begins."""
+    timezone: str = "America/New_York"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """Everything the switch is configured with."""
 
@@ -111,6 +134,7 @@ class Settings:
     service: ServiceSettings = field(default_factory=ServiceSettings)
     directory: DirectorySettings = field(default_factory=DirectorySettings)
     operations: OperationsSettings = field(default_factory=OperationsSettings)
+    batch: BatchSettings = field(default_factory=BatchSettings)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -202,6 +226,40 @@ def load_settings(
         service=_service(data.get("service", {}), file.parent, store),
         directory=_directory(data.get("directory", {})),
         operations=_operations(data.get("operations", {})),
+        batch=_batch(data.get("batch", {})),
+    )
+
+
+def _batch(t: dict[str, Any]) -> BatchSettings:
+    where = "batch"
+    port = _get(t, "port", where, int, 0)
+    if not 0 <= port < 65536:
+        raise SettingsError(f"{where}.port out of range: {port}")
+    max_bytes = _get(t, "max_file_bytes", where, int, 512 << 20)
+    if max_bytes < 1024:
+        raise SettingsError(f"{where}.max_file_bytes must be at least 1024: {max_bytes}")
+    chunk = _get(t, "chunk", where, int, 512)
+    if not 1 <= chunk <= 10_000:
+        raise SettingsError(f"{where}.chunk must be between 1 and 10000: {chunk}")
+    rollover = _get(t, "rollover_time", where, str, "00:00")
+    if not re.fullmatch(r"([01][0-9]|2[0-3]):[0-5][0-9]", rollover):
+        raise SettingsError(f"{where}.rollover_time must be HH:MM (00:00 to 23:59): {rollover!r}")
+    tz = _get(t, "timezone", where, str, "America/New_York")
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(f"{where}.timezone is not a known time zone: {tz!r}") from None
+    root = Path(_get(t, "root", where, str, "var/sftp"))
+    return BatchSettings(
+        root=root,
+        host=_get(t, "host", where, str, "127.0.0.1"),
+        port=port,
+        host_key=Path(_get(t, "host_key", where, str, str(root / "host_key"))),
+        authorized_keys=Path(_get(t, "authorized_keys", where, str, str(root / "keys"))),
+        max_file_bytes=max_bytes,
+        chunk=chunk,
+        rollover_time=rollover,
+        timezone=tz,
     )
 
 
