@@ -97,6 +97,7 @@ from switch.store.base import (
     ArchivedMessage,
     AuditRecord,
     Batch,
+    BatchItem,
     Direction,
     PaymentRecord,
     PaymentUpdate,
@@ -143,6 +144,10 @@ class IdGenerator:
 
     def __call__(self) -> str:
         return f"{self._prefix}{next(self._n):08d}"
+
+
+_Outcome = tuple[PaymentRecord | None, str | None, str | None]
+"""How a pacs.008 was decided: (the payment it became, reason it was rejected, why)."""
 
 
 @dataclass(slots=True)
@@ -289,6 +294,8 @@ class Engine:
         self._notify_upto = 0
         self._next_directory_poll = 0.0
         self._commands: list[_Command] = []
+        self._file_items: deque[Delivery] = deque()
+        """Transactions of batch files waiting for the loop (`submit_batch`)."""
         self.running = False
         """True while `run` clears (operator commands are taken only then)."""
 
@@ -303,8 +310,11 @@ class Engine:
         )
         self._set_participants(state.participants.values())
         forwarded = 0
+        from_files = state.batch_payments
         for p in state.payments:
             self._index(p)
+            if from_files:
+                p.batch_file = from_files.get(p.id)
             if p.state is PaymentState.FORWARDED:
                 forwarded += 1
                 if p.deadline is not None:
@@ -425,6 +435,34 @@ class Engine:
         batch = Batch(journal=entries, deltas=net_deltas(entries))
         await self.store.commit_batch(batch)
 
+    # --- the batch channel --------------------------------------------------------------
+
+    async def submit_batch(self, items: Sequence[Delivery], *, backlog: int | None = None) -> None:
+        """Queue transactions of a batch file (each a Delivery with `batch` set) for clearing.
+
+        They are decided in the clearing loop with real-time traffic, which goes first in
+        every batch: a batch takes file transactions only to fill what real-time messages
+        leave of it. Returns once the queue is back under `backlog` (default: two
+        batches), so a large file is read no faster than it clears. Their outcomes commit
+        in `batch_items` with the batch that decides them.
+        """
+        if any(d.batch is None for d in items):
+            raise ValueError("submit_batch takes transactions of batch files only")
+        self._file_items.extend(items)
+        limit = 2 * self.settings.engine.batch_size if backlog is None else backlog
+        while len(self._file_items) > limit and self.running:
+            await asyncio.sleep(0.005)
+
+    @property
+    def batch_backlog(self) -> int:
+        """Transactions of batch files queued and not yet taken by the loop."""
+        return len(self._file_items)
+
+    def _take_file_items(self, room: int) -> list[Delivery]:
+        queue = self._file_items
+        n = min(room, len(queue))
+        return [queue.popleft() for _ in range(n)]
+
     # --- the loop -----------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -448,11 +486,14 @@ class Engine:
         try:
             while not stop.is_set():
                 if pending is None and work is None:
-                    deliveries = await self.transport.receive_batch(size, self._idle_wait())
+                    wait = 0.0 if self._file_items else self._idle_wait()
+                    deliveries = await self.transport.receive_batch(size, wait)
                 elif pending is not None and not pending.task.done() and len(taken) < size:
                     deliveries = await self.transport.receive_batch(size - len(taken), 0.001)
                 else:
                     deliveries = []
+                if self._file_items and len(taken) + len(deliveries) < size:
+                    deliveries += self._take_file_items(size - len(taken) - len(deliveries))
                 prepared: list[Inbound] = []
                 if deliveries:
                     started = time.perf_counter()
@@ -553,10 +594,15 @@ class Engine:
     async def _read(self, deliveries: Sequence[Delivery]) -> list[Inbound]:
         """Read `deliveries`: in the reader processes when the batch is large, else here."""
         items = [(d.sender, d.data) for d in deliveries]
+        # A batch file's signature is verified on the whole file; its transactions are not
+        # signed one by one.
+        verified = frozenset(i for i, d in enumerate(deliveries) if d.batch is not None)
         if self._readers is None or len(deliveries) < _READ_OFF_LOOP:
-            return read_batch(items, self.limits, self.registry, self.security)
+            return read_batch(items, self.limits, self.registry, self.security, verified=verified)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, read_in_reader, items, self.limits)
+        return await loop.run_in_executor(
+            self._readers, read_in_reader, items, self.limits, verified
+        )
 
     async def _decide(
         self,
@@ -641,7 +687,7 @@ class Engine:
         stats.messages_in += len(pending.deliveries)
         stats.batch_size.observe(len(pending.deliveries))
         started = time.perf_counter()
-        await self.transport.ack(pending.deliveries)
+        await self.transport.ack([d for d in pending.deliveries if d.batch is None])
         sends = pending.work.sends
         await self.transport.send_many([(s.participant, s.message.raw) for s in sends])
         stats.stage_send.observe(time.perf_counter() - started)
@@ -697,6 +743,10 @@ class Engine:
             at=now,
         )
         self.stats.messages_in_by_type[inbound.msg_type[:8]] += 1  # pacs.008, unknown
+        if d.batch is not None:
+            work.batch.messages.append(inbound)
+            self._batch_item(d.sender, d.batch, ready, inbound, now, work)
+            return
         key = (d.sender, sha)
         prev = self.hashes.get(key)
         if prev is not None:
@@ -873,8 +923,15 @@ class Engine:
         *,
         in_reply_to: str | None = None,
         text: str | None = None,
+        asked: bool = False,
     ) -> None:
-        """A pacs.002 about payment `p` to its debtor or creditor agent, agents named in kind."""
+        """A pacs.002 about payment `p` to its debtor or creditor agent, agents named in kind.
+
+        The debtor agent of a payment from a batch file gets its outcome in the file's
+        status file instead, unless it `asked` (a pacs.028 on its queue).
+        """
+        if p.batch_file is not None and to == p.debtor_agent and not asked:
+            return
         named_by = p.debtor_named_by if to == p.debtor_agent else p.creditor_named_by
         doc = build.status_report(
             msg_id=self._ids(),
@@ -899,8 +956,21 @@ class Engine:
     # --- pacs.008 -----------------------------------------------------------------------
 
     def _credit_transfer(
-        self, sender: str, msg: Inbound, inbound: ArchivedMessage, now: datetime, work: _Work
-    ) -> None:
+        self,
+        sender: str,
+        msg: Inbound,
+        inbound: ArchivedMessage,
+        now: datetime,
+        work: _Work,
+        *,
+        batch: tuple[str, int] | None = None,
+    ) -> _Outcome:
+        """Clear one pacs.008: the payment it became, or the reason it was refused first.
+
+        A transaction of a batch file (`batch`) goes through the same rules; its debtor
+        agent hears the outcome in the status file, not on its queue, and the file's
+        MsgId, checked once for the whole file, is shared by all its transactions.
+        """
         hdr, issues, ct = msg.header, msg.issues, msg.body
         if msg.view_error is not None:
             # Schema-valid yet not clearable (say, an agent named by neither BICFI nor
@@ -908,14 +978,16 @@ class Engine:
             issues = [SchemaIssue(part="Document", line=0, path="Document", message=msg.view_error)]
         if issues or hdr is None or not isinstance(ct, views.CreditTransfer):
             assert msg.refs is not None and issues
-            self._reject_invalid_transfer(sender, msg.refs, issues, inbound, now, work)
-            return
+            code, why = _invalid_transfer(issues)
+            if batch is None:
+                self._reject_transfer(sender, msg.refs, code, why, inbound, now, work)
+            return None, code, why
         tx = ct.transactions[0]
         uetr = (tx.uetr or "").lower()
         tx_key = (sender, tx.end_to_end_id, tx.tx_id or "")
         named_by = USABA if tx.debtor_agent.bicfi is None else BICFI
         dup = None
-        if (sender, ct.msg_id) in self.msg_ids:
+        if batch is None and (sender, ct.msg_id) in self.msg_ids:
             dup = f"message id {ct.msg_id} was already used by {sender}"
         elif uetr in self.by_uetr:
             dup = f"UETR {uetr} was already cleared"
@@ -923,6 +995,8 @@ class Engine:
             dup = f"EndToEndId {tx.end_to_end_id} / TxId {tx.tx_id} was already used by {sender}"
         if dup is not None:
             self.stats.duplicates += 1
+            if batch is not None:
+                return None, "DUPL", dup
             doc = build.status_report(
                 msg_id=self._ids(),
                 created=now,
@@ -938,9 +1012,10 @@ class Engine:
                 instructed_agent=self._in_kind(sender, named_by),
             )
             self._emit(sender, MessageType.PACS_002, doc, now, work, in_reply_to=inbound.id)
-            return
-        self.msg_ids.add((sender, ct.msg_id))
-        work.batch.msg_ids.append((sender, ct.msg_id))
+            return None, "DUPL", dup
+        if (sender, ct.msg_id) not in self.msg_ids:
+            self.msg_ids.add((sender, ct.msg_id))
+            work.batch.msg_ids.append((sender, ct.msg_id))
         ctx = self.ctx
         cdtr = AgentRef(bicfi=tx.creditor_agent.bicfi, member_id=tx.creditor_agent.member_id)
         alias: Alias | None = None
@@ -984,6 +1059,7 @@ class Engine:
             inbound_id=inbound.id,
             debtor_named_by=named_by,
             creditor_named_by=USABA if tx.creditor_agent.bicfi is None else BICFI,
+            batch_file=None if batch is None else batch[0],
         )
         self._index(p)
         work.batch.new_payments.append(p)
@@ -1005,7 +1081,7 @@ class Engine:
         if reason is not None:
             self._finish(p, PaymentEvent.REJECT, reason, now)
             self._status_to(sender, p, "RJCT", reason, now, work, in_reply_to=inbound.id, text=text)
-            return
+            return p, reason, text
         p.state = next_state(next_state(p.state, PaymentEvent.RESERVE), PaymentEvent.FORWARD)
         self.stats.in_flight += 1
         p.deadline = now + self.timeout
@@ -1017,6 +1093,54 @@ class Engine:
             forward = resolved(msg, agent_id, alias.account)
         assert forward is not None
         self._emit(creditor.id, MessageType.PACS_008, forward, now, work, payment_id=p.id)
+        return p, None, None
+
+    def _batch_item(
+        self,
+        sender: str,
+        batch: tuple[str, int],
+        msg: Inbound,
+        inbound: ArchivedMessage,
+        now: datetime,
+        work: _Work,
+    ) -> None:
+        """Decide one transaction of a batch file and record its outcome for the status file."""
+        payment: PaymentRecord | None = None
+        reason: str | None
+        text: str | None
+        refs: tuple[str | None, str | None, str | None, str | None]
+        if msg.mtype is not MessageType.PACS_008 or not msg.complete:
+            reason, text = "FF01", msg.unusable or "the transaction is not a usable pacs.008"
+        elif sender not in self.ctx.directory:
+            reason, text = "RC01", f"{sender} is not a participant of the scheme"
+        else:
+            payment, reason, text = self._credit_transfer(
+                sender, msg, inbound, now, work, batch=batch
+            )
+        if payment is not None:
+            refs = (payment.instr_id, payment.end_to_end_id, payment.tx_id, payment.uetr)
+        elif isinstance(msg.body, views.CreditTransfer) and msg.body.transactions:
+            tx = msg.body.transactions[0]
+            refs = (tx.instr_id, tx.end_to_end_id, tx.tx_id, _uetr_or_none(tx.uetr))
+        elif msg.refs is not None:
+            refs = (None, msg.refs.end_to_end_id, msg.refs.tx_id, _uetr_or_none(msg.refs.uetr))
+        else:
+            refs = (None, None, None, None)
+        work.batch.batch_items.append(
+            BatchItem(
+                file_id=batch[0],
+                index=batch[1],
+                inbound_id=inbound.id,
+                payment_id=None if payment is None else payment.id,
+                instr_id=refs[0],
+                end_to_end_id=refs[1],
+                tx_id=refs[2],
+                uetr=refs[3],
+                status="RJCT" if payment is None else None,
+                reason=reason if payment is None or reason is not None else None,
+                info=None if text is None else text[:500],
+            )
+        )
 
     def _resolve_alias(
         self, tx: views.CreditTransferTx, named: AgentRef
@@ -1046,23 +1170,6 @@ class Engine:
                 )
                 return None, ("RC04", text)
         return alias, None
-
-    def _reject_invalid_transfer(
-        self,
-        sender: str,
-        refs: TransferRefs,
-        issues: list[SchemaIssue],
-        inbound: ArchivedMessage,
-        now: datetime,
-        work: _Work,
-    ) -> None:
-        """RJCT FF01 (AM03 when the only fault is the settlement currency)."""
-        reason = "FF01"
-        if all(_is_currency_issue(i) for i in issues):
-            reason = "AM03"
-        first = issues[0]
-        text = f"{first.path}: {first.message}"
-        self._reject_transfer(sender, refs, reason, text, inbound, now, work)
 
     def _reject_transfer(
         self,
@@ -1192,7 +1299,9 @@ class Engine:
             status = inquiry_status(p.state)
             if status == "ACSC" and sender == p.creditor_agent:
                 status = "ACCC"
-            self._status_to(sender, p, status, p.reason, now, work, in_reply_to=inbound.id)
+            self._status_to(
+                sender, p, status, p.reason, now, work, in_reply_to=inbound.id, asked=True
+            )
 
     # --- admi.004 ------------------------------------------------------------------------
 
@@ -1336,6 +1445,15 @@ def _ref(agent: Agent | None) -> AgentRef | None:
     if agent is None:
         return None
     return AgentRef(bicfi=agent.bicfi, member_id=agent.member_id)
+
+
+def _invalid_transfer(issues: Sequence[SchemaIssue]) -> tuple[str, str]:
+    """RJCT FF01 for a pacs.008 that breaks its schema (AM03 when only its currency does)."""
+    reason = "FF01"
+    if all(_is_currency_issue(i) for i in issues):
+        reason = "AM03"
+    first = issues[0]
+    return reason, f"{first.path}: {first.message}"
 
 
 def _is_currency_issue(issue: SchemaIssue) -> bool:

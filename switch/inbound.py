@@ -198,11 +198,20 @@ def read_batch(
     limits: ParseLimits,
     registry: SchemaRegistry,
     security: MessageSecurity | None = None,
+    *,
+    verified: frozenset[int] = frozenset(),
 ) -> list[Inbound]:
-    """`read` each (sender, bytes) of `items`."""
+    """`read` each (sender, bytes) of `items`.
+
+    `verified` holds the positions of items whose signature was already verified where
+    they came from (the transactions of a signed batch file): they are read without one.
+    """
     if security is not None:
         security.refresh()
-    return [read(data, sender, limits, registry, security) for sender, data in items]
+    return [
+        read(data, sender, limits, registry, None if i in verified else security)
+        for i, (sender, data) in enumerate(items)
+    ]
 
 
 def sign_batch(messages: Sequence[bytes], security: MessageSecurity) -> list[bytes]:
@@ -215,9 +224,13 @@ def sign_batch(messages: Sequence[bytes], security: MessageSecurity) -> list[byt
 _security: MessageSecurity | None = None
 
 
-def read_in_reader(items: Sequence[tuple[str, bytes]], limits: ParseLimits) -> list[Inbound]:
+def read_in_reader(
+    items: Sequence[tuple[str, bytes]],
+    limits: ParseLimits,
+    verified: frozenset[int] = frozenset(),
+) -> list[Inbound]:
     """`read_batch` in a reader process, with its own registry and message security."""
-    return read_batch(items, limits, default_registry(), _security)
+    return read_batch(items, limits, default_registry(), _security, verified=verified)
 
 
 def sign_in_reader(messages: Sequence[bytes]) -> list[bytes]:

@@ -26,6 +26,10 @@ from switch.store.base import (
     ApprovalState,
     ArchivedMessage,
     AuditRecord,
+    BatchFileRecord,
+    BatchFileState,
+    BatchItem,
+    BatchItemStatus,
     Direction,
     JournalRow,
     OperatorRole,
@@ -496,4 +500,138 @@ def payment_search(q: PaymentQuery, ts: Callable[[datetime], Any]) -> tuple[str,
     return (
         f"SELECT {PAY_COLS} FROM payments{w.clause()} ORDER BY created_at DESC, id DESC LIMIT {n}",
         w.params,
+    )
+
+
+# --- the batch channel ----------------------------------------------------------------
+
+BATCH_FILE_COLS: Final = (
+    "id, participant, name, sha256, size, msg_id, tx_count, state, reason, info, archived, "
+    "status_file, received_at, finished_at"
+)
+BATCH_FILE_INSERT: Final = (
+    f"INSERT INTO batch_files ({BATCH_FILE_COLS}) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+)
+BATCH_FILE_DUPLICATE: Final = (
+    f"SELECT {BATCH_FILE_COLS} FROM batch_files "
+    "WHERE participant = $1 AND state <> 'refused' AND (msg_id = $2 OR sha256 = $3) "
+    "ORDER BY received_at, id LIMIT 1"
+)
+"""The accepted file of a participant ($1) with the MsgId $2 or the content hash $3."""
+BATCH_FILE_FINISH: Final = (
+    "UPDATE batch_files SET state = 'done', status_file = $2, finished_at = $3 "
+    "WHERE id = $1 AND state = 'clearing'"
+)
+BATCH_FILES: Final = f"SELECT {BATCH_FILE_COLS} FROM batch_files ORDER BY received_at, id"
+BATCH_FILES_IN: Final = (
+    f"SELECT {BATCH_FILE_COLS} FROM batch_files WHERE state = $1 ORDER BY received_at, id"
+)
+BATCH_ITEM_COLS: Final = (
+    "file_id, idx, inbound_id, payment_id, instr_id, end_to_end_id, tx_id, uetr, status, "
+    "reason, info"
+)
+BATCH_ITEM_INDICES: Final = "SELECT idx FROM batch_items WHERE file_id = $1"
+BATCH_PROGRESS: Final = f"""
+SELECT count(*),
+       coalesce(sum(CASE WHEN p.id IS NOT NULL AND p.state NOT IN ({FINAL_IN}) THEN 1 ELSE 0 END),
+                0)
+  FROM batch_items b LEFT JOIN payments p ON p.id = b.payment_id
+ WHERE b.file_id = $1
+"""
+BATCH_STATUSES: Final = """
+SELECT b.idx, b.instr_id, b.end_to_end_id, b.tx_id, b.uetr, b.payment_id, p.state, b.status,
+       coalesce(p.reason, b.reason), b.info, p.updated_at
+  FROM batch_items b LEFT JOIN payments p ON p.id = b.payment_id
+ WHERE b.file_id = $1 AND b.idx > $2
+ ORDER BY b.idx
+ LIMIT $3
+"""
+BATCH_OPEN_PAYMENTS: Final = f"""
+SELECT b.payment_id, b.file_id FROM batch_items b JOIN payments p ON p.id = b.payment_id
+ WHERE p.state NOT IN ({FINAL_IN})
+"""
+"""Payments from batch files not yet final (the engine keeps their answers to the file)."""
+
+
+def batch_file(r: Any, ts: Timestamp) -> BatchFileRecord:
+    """A batch file from a row of BATCH_FILE_COLS."""
+    return BatchFileRecord(
+        id=r[0],
+        participant=r[1],
+        name=r[2],
+        sha256=r[3],
+        size=r[4],
+        msg_id=r[5],
+        tx_count=r[6],
+        state=BatchFileState(r[7]),
+        reason=r[8],
+        info=r[9],
+        archived=r[10],
+        status_file=r[11],
+        received_at=ts(r[12]),
+        finished_at=None if r[13] is None else ts(r[13]),
+    )
+
+
+def batch_file_row(f: BatchFileRecord, ts: Callable[[datetime], Any]) -> tuple[Any, ...]:
+    """A batch file as a row of BATCH_FILE_COLS (times written with `ts`)."""
+    return (
+        f.id,
+        f.participant,
+        f.name,
+        f.sha256,
+        f.size,
+        f.msg_id,
+        f.tx_count,
+        str(f.state),
+        f.reason,
+        f.info,
+        f.archived,
+        f.status_file,
+        ts(f.received_at),
+        None if f.finished_at is None else ts(f.finished_at),
+    )
+
+
+def batch_item_row(i: BatchItem) -> tuple[Any, ...]:
+    """A decided transaction of a batch file as a row of BATCH_ITEM_COLS."""
+    return (
+        i.file_id,
+        i.index,
+        i.inbound_id,
+        i.payment_id,
+        i.instr_id,
+        i.end_to_end_id,
+        i.tx_id,
+        i.uetr,
+        i.status,
+        i.reason,
+        i.info,
+    )
+
+
+_STATUS_OF: Final = {
+    PaymentState.SETTLED: "ACSC",
+    PaymentState.REJECTED: "RJCT",
+    PaymentState.TIMED_OUT: "RJCT",
+}
+
+
+def batch_status(r: Any, ts: Timestamp) -> BatchItemStatus:
+    """A line of a status file from a row of BATCH_STATUSES."""
+    state = None if r[6] is None else PaymentState(r[6])
+    status = r[7] if state is None else _STATUS_OF.get(state, "PDNG")
+    return BatchItemStatus(
+        index=r[0],
+        instr_id=r[1],
+        end_to_end_id=r[2],
+        tx_id=r[3],
+        uetr=r[4],
+        payment_id=r[5],
+        state=state,
+        status=status,
+        reason=r[8],
+        info=r[9],
+        updated_at=None if r[10] is None else ts(r[10]),
     )

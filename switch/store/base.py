@@ -85,6 +85,9 @@ class PaymentRecord:
     inbound_id: str
     debtor_named_by: str = "BICFI"
     creditor_named_by: str = "BICFI"
+    batch_file: str | None = None
+    """The batch file the payment came from (its debtor agent's answer is the status
+    file); kept in `batch_items`, not in the payment's row."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -205,6 +208,82 @@ class PaymentQuery:
     before: tuple[datetime, str] | None = None
 
 
+class BatchFileState(StrEnum):
+    """Where a batch file taken from the SFTP drop is."""
+
+    CLEARING = "clearing"
+    """Accepted: its transactions are being cleared."""
+    DONE = "done"
+    """Every transaction is final and the status file is in the participant's outbox."""
+    REFUSED = "refused"
+    """Refused as a whole (its status file says why); nothing in it was cleared."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchFileRecord:
+    """A batch file the switch took from a participant's inbox, accepted or refused."""
+
+    id: str
+    participant: str
+    name: str
+    """The file's name as the participant completed it in its inbox."""
+    sha256: str
+    size: int
+    msg_id: str | None
+    """GrpHdr/MsgId; None when the file could not be read that far."""
+    tx_count: int
+    state: BatchFileState
+    received_at: datetime
+    archived: str
+    """Where the original is kept, unchanged: its name in the participant's archive."""
+    reason: str | None = None
+    """Why the file was refused (an ISO reason code, or "unusable")."""
+    info: str | None = None
+    status_file: str | None = None
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchItem:
+    """How one transaction of an accepted batch file was decided (committed with its batch).
+
+    Either it became the payment `payment_id` (whose state is the transaction's status
+    from then on), or it was refused before it could become one: `status` RJCT with
+    `reason` (DUPL, FF01, ...) and `info`.
+    """
+
+    file_id: str
+    index: int
+    inbound_id: str
+    payment_id: str | None
+    instr_id: str | None
+    end_to_end_id: str | None
+    tx_id: str | None
+    uetr: str | None
+    status: str | None = None
+    reason: str | None = None
+    info: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchItemStatus:
+    """A transaction of a batch file with its status now (a line of the status file)."""
+
+    index: int
+    instr_id: str | None
+    end_to_end_id: str | None
+    tx_id: str | None
+    uetr: str | None
+    payment_id: str | None
+    state: PaymentState | None
+    """The payment's state; None for a transaction refused before it became one."""
+    status: str
+    """ACSC (settled), RJCT (rejected or timed out), or PDNG (not final yet)."""
+    reason: str | None
+    info: str | None
+    updated_at: datetime | None
+
+
 @dataclass(slots=True, kw_only=True)
 class Batch:
     """Everything one engine batch decided; committed atomically by `Store.commit_batch`."""
@@ -229,6 +308,8 @@ class Batch:
     """Decisions on pending approvals; one that is no longer pending refuses the batch."""
     audit: list[AuditRecord] = field(default_factory=list)
     """Audit records of what the batch carries out, written last."""
+    batch_items: list[BatchItem] = field(default_factory=list)
+    """Transactions of batch files decided in this batch (a duplicate refuses the batch)."""
 
     def is_empty(self) -> bool:
         """True when the batch would write nothing."""
@@ -245,6 +326,7 @@ class Batch:
             or self.participants
             or self.approvals
             or self.audit
+            or self.batch_items
         )
 
 
@@ -261,6 +343,8 @@ class State:
     inbound_hashes: Mapping[tuple[str, str], str]
     """(sender, sha256) of every inbound message -> that message's archive id."""
     unsent: Sequence[ArchivedMessage]
+    batch_payments: Mapping[str, str] = field(default_factory=dict)
+    """Payments not yet final that came from a batch file: payment id -> file id."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -447,6 +531,42 @@ class Store(abc.ABC):
         None, and nothing written, if the approval is unknown or no longer pending (so of
         two concurrent decisions exactly one takes effect).
         """
+
+    # --- the batch channel --------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def batch_file_accept(self, record: BatchFileRecord) -> BatchFileRecord | None:
+        """Record an accepted file (state CLEARING); if the participant already has an
+        accepted file with the same MsgId or content hash, record nothing and return that
+        earlier file (the new one is a duplicate)."""
+
+    @abc.abstractmethod
+    async def batch_file_refuse(self, record: BatchFileRecord) -> None:
+        """Record a file refused as a whole (state REFUSED, with its reason)."""
+
+    @abc.abstractmethod
+    async def batch_file_finish(self, file_id: str, status_file: str, at: datetime) -> None:
+        """Mark an accepted file DONE: its status file is delivered."""
+
+    @abc.abstractmethod
+    async def batch_files(
+        self, *, participant: str | None = None, state: BatchFileState | None = None
+    ) -> list[BatchFileRecord]:
+        """Batch files taken, oldest first, optionally of one participant and state."""
+
+    @abc.abstractmethod
+    async def batch_item_indices(self, file_id: str) -> set[int]:
+        """The indices of the file's transactions already decided."""
+
+    @abc.abstractmethod
+    async def batch_progress(self, file_id: str) -> tuple[int, int]:
+        """(transactions decided, of which payments not yet final) of a file."""
+
+    @abc.abstractmethod
+    async def batch_statuses(
+        self, file_id: str, *, after: int = -1, limit: int = 5000
+    ) -> list[BatchItemStatus]:
+        """The file's decided transactions with index > `after`, in index order."""
 
     @abc.abstractmethod
     async def close(self) -> None:

@@ -64,6 +64,9 @@ from switch.store.base import (
     ArchivedMessage,
     AuditRecord,
     Batch,
+    BatchFileRecord,
+    BatchFileState,
+    BatchItemStatus,
     DirectoryDecision,
     DirectorySnapshot,
     JournalRow,
@@ -206,7 +209,9 @@ _LOAD: Final = (
     "SELECT DISTINCT ON (participant, sha256) participant, sha256, id FROM messages "
     "WHERE direction = 'in' ORDER BY participant, sha256, at, id",
     f"SELECT {_MSG_COLS} FROM messages WHERE direction = 'out' AND sent_at IS NULL ORDER BY at, id",
+    _rows.BATCH_OPEN_PAYMENTS,
 )
+_BATCH_ITEM_COLUMNS: Final = tuple(c.strip() for c in _rows.BATCH_ITEM_COLS.split(","))
 
 
 _DIRECTORY_LOCK: Final = 0x52545053_44495200
@@ -401,7 +406,7 @@ class PostgresStore(Store):
         ):
             results = [await conn.fetch(q) for q in _LOAD]
         self.round_trips += len(_LOAD) + 2
-        parts, positions, totals, payments, msg_ids, hashes, unsent = results
+        parts, positions, totals, payments, msg_ids, hashes, unsent, from_files = results
         return State(
             participants={r[0]: _rows.participant(r) for r in parts},
             positions={r[0]: Position(available=r[1], reserved=r[2]) for r in positions},
@@ -411,6 +416,7 @@ class PostgresStore(Store):
             msg_ids=frozenset((r[0], r[1]) for r in msg_ids),
             inbound_hashes={(r[0], r[1]): r[2] for r in hashes},
             unsent=[_message(r) for r in unsent],
+            batch_payments={r[0]: r[1] for r in from_files},
         )
 
     async def commit_batch(self, batch: Batch) -> None:
@@ -443,6 +449,7 @@ class PostgresStore(Store):
             and not batch.participants
             and not batch.approvals
             and not batch.audit
+            and not batch.batch_items
         ):
             await self._commit_single(batch, messages)
             return
@@ -494,6 +501,13 @@ class PostgresStore(Store):
                         self.round_trips += 1
                         rows = [_rows.audit_row(a, _same) for a in batch.audit]
                         await conn.execute(_AUDIT_ALL, *_columns(rows, 8))
+                    if batch.batch_items:
+                        self.round_trips += 1
+                        await conn.copy_records_to_table(
+                            "batch_items",
+                            records=[_rows.batch_item_row(i) for i in batch.batch_items],
+                            columns=_BATCH_ITEM_COLUMNS,
+                        )
             except asyncpg.IntegrityConstraintViolationError as exc:
                 raise InternalError(f"batch refused by the database: {exc}") from exc
         self.transactions += 1
@@ -649,6 +663,17 @@ class PostgresStore(Store):
             self.round_trips += 1
             return cast(list[Any], await conn.fetch(sql, *args))
 
+    async def _execute(self, sql: str, *args: Any) -> None:
+        """One write statement in its own transaction; integrity violations as InternalError."""
+        pool = await self._get_pool()
+        async with pool.acquire() as conn:
+            self.round_trips += 1
+            try:
+                await conn.execute(sql, *args)
+            except asyncpg.IntegrityConstraintViolationError as exc:
+                raise InternalError(f"refused by the database: {exc}") from exc
+        self.transactions += 1
+
     async def ping(self) -> None:
         """One trivial query; raises if the database cannot be reached."""
         await self._fetch(_rows.PING)
@@ -801,3 +826,64 @@ class PostgresStore(Store):
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
+
+    # --- the batch channel --------------------------------------------------------------
+
+    async def batch_file_accept(self, record: BatchFileRecord) -> BatchFileRecord | None:
+        """Record an accepted file unless it duplicates an accepted one (then return that)."""
+        pool = await self._get_pool()
+        row = _rows.batch_file_row(record, _same)
+        async with pool.acquire() as conn:
+            for _ in range(2):
+                try:
+                    async with conn.transaction():
+                        self.round_trips += 4
+                        found = await conn.fetch(
+                            _rows.BATCH_FILE_DUPLICATE,
+                            record.participant,
+                            record.msg_id,
+                            record.sha256,
+                        )
+                        if found:
+                            return _rows.batch_file(found[0], _same)
+                        await conn.execute(_rows.BATCH_FILE_INSERT, *row)
+                    self.transactions += 1
+                    return None
+                except asyncpg.UniqueViolationError:
+                    continue  # accepted meanwhile by another session: read it back
+        raise InternalError(f"batch file {record.id} could not be recorded")
+
+    async def batch_file_refuse(self, record: BatchFileRecord) -> None:
+        """Record a file refused as a whole."""
+        await self._execute(_rows.BATCH_FILE_INSERT, *_rows.batch_file_row(record, _same))
+
+    async def batch_file_finish(self, file_id: str, status_file: str, at: datetime) -> None:
+        """Mark an accepted file DONE: its status file is delivered."""
+        await self._execute(_rows.BATCH_FILE_FINISH, file_id, status_file, at)
+
+    async def batch_files(
+        self, *, participant: str | None = None, state: BatchFileState | None = None
+    ) -> list[BatchFileRecord]:
+        """Batch files taken, oldest first, optionally of one participant and state."""
+        if state is None:
+            rows = await self._fetch(_rows.BATCH_FILES)
+        else:
+            rows = await self._fetch(_rows.BATCH_FILES_IN, str(state))
+        found = [_rows.batch_file(r, _same) for r in rows]
+        return [f for f in found if participant is None or f.participant == participant]
+
+    async def batch_item_indices(self, file_id: str) -> set[int]:
+        """The indices of the file's transactions already decided."""
+        return {r[0] for r in await self._fetch(_rows.BATCH_ITEM_INDICES, file_id)}
+
+    async def batch_progress(self, file_id: str) -> tuple[int, int]:
+        """(transactions decided, of which payments not yet final) of a file."""
+        row = (await self._fetch(_rows.BATCH_PROGRESS, file_id))[0]
+        return int(row[0]), int(row[1])
+
+    async def batch_statuses(
+        self, file_id: str, *, after: int = -1, limit: int = 5000
+    ) -> list[BatchItemStatus]:
+        """The file's decided transactions with index > `after`, in index order."""
+        rows = await self._fetch(_rows.BATCH_STATUSES, file_id, after, _rows.positive_limit(limit))
+        return [_rows.batch_status(r, _same) for r in rows]

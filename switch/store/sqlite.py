@@ -54,6 +54,9 @@ from switch.store.base import (
     ArchivedMessage,
     AuditRecord,
     Batch,
+    BatchFileRecord,
+    BatchFileState,
+    BatchItemStatus,
     DirectoryDecision,
     DirectorySnapshot,
     JournalRow,
@@ -131,6 +134,10 @@ _LOAD: Final = (
     "SELECT sender, msg_id FROM msg_ids",
     "SELECT participant, sha256, id FROM messages WHERE direction = 'in' ORDER BY at, id",
     f"SELECT {_MSG_COLS} FROM messages WHERE direction = 'out' AND sent_at IS NULL ORDER BY at, id",
+    _rows.BATCH_OPEN_PAYMENTS,
+)
+_INSERT_BATCH_ITEM: Final = (
+    f"INSERT INTO batch_items ({_rows.BATCH_ITEM_COLS}) VALUES ({', '.join('?' * 11)})"
 )
 
 
@@ -319,7 +326,9 @@ class SqliteStore(Store):
             finally:
                 self._x(conn, "COMMIT")
 
-        parts, positions, totals, payments, msg_ids, hashes, unsent = await self._run(work)
+        parts, positions, totals, payments, msg_ids, hashes, unsent, from_files = await self._run(
+            work
+        )
         inbound: dict[tuple[str, str], str] = {}
         for participant, sha256, msg_id in hashes:
             inbound.setdefault((participant, sha256), msg_id)
@@ -332,6 +341,7 @@ class SqliteStore(Store):
             msg_ids=frozenset((r[0], r[1]) for r in msg_ids),
             inbound_hashes=inbound,
             unsent=[_message(r) for r in unsent],
+            batch_payments={r[0]: r[1] for r in from_files},
         )
 
     async def commit_batch(self, batch: Batch) -> None:
@@ -440,6 +450,10 @@ class SqliteStore(Store):
                 self._decide_all(conn, batch.approvals)
             if batch.audit:
                 self._xm(conn, _AUDIT_INSERT, [_rows.audit_row(a, _ts) for a in batch.audit])
+            if batch.batch_items:
+                self._xm(
+                    conn, _INSERT_BATCH_ITEM, [_rows.batch_item_row(i) for i in batch.batch_items]
+                )
 
         try:
             await self._run(lambda conn: self._write(conn, work))
@@ -699,3 +713,64 @@ class SqliteStore(Store):
             conn, self._conn = self._conn, None
             if conn is not None:
                 await asyncio.to_thread(conn.close)
+
+    # --- the batch channel --------------------------------------------------------------
+
+    async def batch_file_accept(self, record: BatchFileRecord) -> BatchFileRecord | None:
+        """Record an accepted file unless it duplicates an accepted one (then return that)."""
+        row = _rows.batch_file_row(record, _ts)
+
+        def work(conn: sqlite3.Connection) -> BatchFileRecord | None:
+            found = self._x(
+                conn,
+                _q(_rows.BATCH_FILE_DUPLICATE),
+                (record.participant, record.msg_id, record.sha256),
+            ).fetchall()
+            if found:
+                return _rows.batch_file(found[0], _dt)
+            self._x(conn, _q(_rows.BATCH_FILE_INSERT), row)
+            return None
+
+        return await self._write_one(work, f"batch file {record.id}")
+
+    async def batch_file_refuse(self, record: BatchFileRecord) -> None:
+        """Record a file refused as a whole."""
+        row = _rows.batch_file_row(record, _ts)
+        await self._write_one(
+            lambda c: self._x(c, _q(_rows.BATCH_FILE_INSERT), row), f"batch file {record.id}"
+        )
+
+    async def batch_file_finish(self, file_id: str, status_file: str, at: datetime) -> None:
+        """Mark an accepted file DONE: its status file is delivered."""
+        args = (file_id, status_file, _ts(at))
+        await self._write_one(
+            lambda c: self._x(c, _q(_rows.BATCH_FILE_FINISH), args), f"batch file {file_id}"
+        )
+
+    async def batch_files(
+        self, *, participant: str | None = None, state: BatchFileState | None = None
+    ) -> list[BatchFileRecord]:
+        """Batch files taken, oldest first, optionally of one participant and state."""
+        if state is None:
+            rows = await self._read(_rows.BATCH_FILES)
+        else:
+            rows = await self._read(_q(_rows.BATCH_FILES_IN), (str(state),))
+        found = [_rows.batch_file(r, _dt) for r in rows]
+        return [f for f in found if participant is None or f.participant == participant]
+
+    async def batch_item_indices(self, file_id: str) -> set[int]:
+        """The indices of the file's transactions already decided."""
+        return {r[0] for r in await self._read(_q(_rows.BATCH_ITEM_INDICES), (file_id,))}
+
+    async def batch_progress(self, file_id: str) -> tuple[int, int]:
+        """(transactions decided, of which payments not yet final) of a file."""
+        row = (await self._read(_q(_rows.BATCH_PROGRESS), (file_id,)))[0]
+        return int(row[0]), int(row[1])
+
+    async def batch_statuses(
+        self, file_id: str, *, after: int = -1, limit: int = 5000
+    ) -> list[BatchItemStatus]:
+        """The file's decided transactions with index > `after`, in index order."""
+        args = (file_id, after, _rows.positive_limit(limit))
+        rows = await self._read(_q(_rows.BATCH_STATUSES), args)
+        return [_rows.batch_status(r, _dt) for r in rows]

@@ -22,6 +22,9 @@ class Delivery:
     sender: str
     data: bytes
     tag: int = 0
+    batch: tuple[str, int] | None = None
+    """(file id, transaction index) for a transaction of a batch file: handed to the engine
+    by the batch channel, not by this transport (never acknowledged to it)."""
 
 
 class SwitchTransport(Protocol):
