@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
@@ -184,6 +184,101 @@ def status_report(
     w.agent("InstdAgt", instructed_agent)
     w.parts.append("</TxInfAndSts></FIToFIPmtStsRpt>")
     return w.done("Document")
+
+
+def status_file_open(
+    *,
+    msg_id: str,
+    created: datetime,
+    original_msg_id: str,
+    original_created: str | None,
+    original_count: int | None,
+    group_status: str,
+    counts: Mapping[str, int] | None = None,
+    reason: str | None = None,
+    additional_info: str | None = None,
+    instructing_agent: Agent,
+    instructed_agent: Agent,
+) -> bytes:
+    """The start of a pacs.002.001.10 Document answering a whole batch file.
+
+    The group header, then the original group's status (`group_status`, its reason when
+    the file is refused whole, and the number of transactions per status); the
+    transactions' statuses (`status_file_transaction`) follow, then `STATUS_FILE_CLOSE`.
+    `original_created` is the file's GrpHdr/CreDtTm as it was written.
+    """
+    w = _Writer("Document", MessageType.PACS_002.namespace)
+    w.open("FIToFIPmtStsRpt")
+    w.open("GrpHdr")
+    w.leaf("MsgId", msg_id)
+    w.leaf("CreDtTm", iso_datetime(created))
+    w.agent("InstgAgt", instructing_agent)
+    w.agent("InstdAgt", instructed_agent)
+    w.close("GrpHdr")
+    w.open("OrgnlGrpInfAndSts")
+    w.leaf("OrgnlMsgId", original_msg_id[:35])
+    w.leaf("OrgnlMsgNmId", MessageType.PACS_008.value)
+    w.opt("OrgnlCreDtTm", original_created)
+    if original_count is not None:
+        w.leaf("OrgnlNbOfTxs", str(original_count))
+    w.leaf("GrpSts", group_status)
+    if reason is not None or additional_info is not None:
+        w.open("StsRsnInf")
+        if reason is not None:
+            w.parts.append("<Rsn>")
+            w.leaf("Cd", reason)
+            w.parts.append("</Rsn>")
+        if additional_info is not None:
+            w.leaf("AddtlInf", additional_info[:105])
+        w.close("StsRsnInf")
+    for status, n in sorted((counts or {}).items()):
+        w.parts.append("<NbOfTxsPerSts>")
+        w.leaf("DtldNbOfTxs", str(n))
+        w.leaf("DtldSts", status)
+        w.parts.append("</NbOfTxsPerSts>")
+    w.close("OrgnlGrpInfAndSts")
+    return "".join(w.parts).encode()
+
+
+def status_file_transaction(
+    *,
+    status_id: str,
+    status: str,
+    original_instr_id: str | None,
+    original_end_to_end_id: str | None,
+    original_tx_id: str | None,
+    original_uetr: str | None,
+    reason: str | None = None,
+    additional_info: str | None = None,
+    accepted_at: datetime | None = None,
+    clearing_ref: str | None = None,
+) -> bytes:
+    """One `TxInfAndSts` of a batch file's status file (see `status_file_open`)."""
+    w = _Writer("TxInfAndSts", MessageType.PACS_002.namespace)
+    w.parts[0] = "<TxInfAndSts>"
+    w.leaf("StsId", status_id[:35])
+    w.opt("OrgnlInstrId", original_instr_id)
+    w.opt("OrgnlEndToEndId", original_end_to_end_id)
+    w.opt("OrgnlTxId", original_tx_id)
+    w.opt("OrgnlUETR", original_uetr)
+    w.leaf("TxSts", status)
+    if reason is not None or additional_info is not None:
+        w.open("StsRsnInf")
+        if reason is not None:
+            w.parts.append("<Rsn>")
+            w.leaf("Cd", reason)
+            w.parts.append("</Rsn>")
+        if additional_info is not None:
+            w.leaf("AddtlInf", additional_info[:105])
+        w.close("StsRsnInf")
+    if accepted_at is not None:
+        w.leaf("AccptncDtTm", iso_datetime(accepted_at))
+    w.opt("ClrSysRef", clearing_ref)
+    return w.done("TxInfAndSts")
+
+
+STATUS_FILE_CLOSE: Final = b"</FIToFIPmtStsRpt></Document>"
+"""The end of a status file's Document (after its transactions)."""
 
 
 def forward_credit_transfer(
