@@ -591,15 +591,27 @@ class Signer:
 
     def _signature(self, octets: bytes) -> etree._Element:
         """The `ds:Signature` over `octets`, the canonical message with an empty Sgntr."""
-        digest = b64encode(hashlib.sha256(octets).digest()).decode()
-        body = self._head + digest + _SIGNED_INFO_TAIL
+        text = self.signature_over(hashlib.sha256(octets).digest())
+        return etree.fromstring(text, _fragment_parser())
+
+    def signature_over(self, digest: bytes) -> bytes:
+        """The serialised `ds:Signature` (the scheme's profile, native engine) of a message
+        whose canonical form, with an empty `AppHdr/Sgntr`, has SHA-256 `digest`.
+
+        For messages too large to sign as a tree (`switch.security.filesig` streams the
+        canonical form through the hash): the caller puts the result inside the empty
+        `Sgntr` it digested.
+        """
+        if len(digest) != hashlib.sha256().digest_size:
+            raise ValueError("digest must be a SHA-256 digest")
+        body = self._head + b64encode(digest).decode() + _SIGNED_INFO_TAIL
         value = b64encode(self._sign_octets(f"<ds:SignedInfo{_XMLNS_DS}>{body}".encode()))
         text = (
             f"<ds:Signature{_XMLNS_DS}><ds:SignedInfo>{body}"
             f"<ds:SignatureValue>{value.decode()}</ds:SignatureValue>"
             f"{self._key_info}</ds:Signature>"
         )
-        return etree.fromstring(text, _fragment_parser())
+        return text.encode()
 
     def _sign_octets(self, data: bytes) -> bytes:
         key = self._key
@@ -686,6 +698,30 @@ class Verifier:
             return
         octets = _signed_octets(root, sig.element)
         if not hmac.compare_digest(hashlib.sha256(octets).digest(), sig.digest):
+            raise _reject("digest mismatch: the message is not what was signed")
+        _verify_value(
+            sig.method, cert.public_key(), sig.value, _c14n(sig.signed_info), cert.serial_number
+        )
+
+    def verify_detached(
+        self, signature: etree._Element, digest: bytes, sender: str, *, at: datetime
+    ) -> None:
+        """Steps 2-5 of verification for a message read as a stream rather than a tree.
+
+        `signature` is the message's one `ds:Signature` (a copy of it, parsed on its own)
+        and `digest` the SHA-256 of the message's canonical form without it, both taken
+        by the caller from the very bytes it goes on to process (step 1, the message's
+        shape, is the caller's too: see `switch.security.filesig`). Raises
+        SignatureRejected like `verify_tree`.
+        """
+        if at.tzinfo is None:
+            raise ValueError("`at` must be timezone-aware")
+        if signature.tag != _SIGNATURE:
+            raise _reject("no signature in AppHdr/Sgntr")
+        sig = _read(signature)
+        cert = self._registered(sig, sender)
+        self._check_status(cert, at, sender)
+        if not hmac.compare_digest(digest, sig.digest):
             raise _reject("digest mismatch: the message is not what was signed")
         _verify_value(
             sig.method, cert.public_key(), sig.value, _c14n(sig.signed_info), cert.serial_number
