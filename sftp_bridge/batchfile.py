@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from lxml import etree
 
@@ -57,6 +57,7 @@ _GRPHDR: Final = f"{{{_DOC_NS}}}GrpHdr"
 _TX: Final = f"{{{_DOC_NS}}}CdtTrfTxInf"
 _AMOUNT: Final = f"{{{_DOC_NS}}}IntrBkSttlmAmt"
 _CHUNK: Final = 1 << 20
+_DEFAULT_NS: Final[Any] = {None: _DOC_NS}  # lxml's stubs do not admit the None key
 
 
 class FileRefused(Exception):
@@ -275,7 +276,7 @@ def _locate_schema_error(path: Path) -> str | None:
                 grp_hdr = copy.deepcopy(el)
             elif el.tag == _TX:
                 index += 1
-                skeleton = etree.Element(_DOCUMENT, nsmap={None: _DOC_NS})
+                skeleton = etree.Element(_DOCUMENT, nsmap=_DEFAULT_NS)
                 body = etree.SubElement(skeleton, f"{{{_DOC_NS}}}FIToFICstmrCdtTrf")
                 if grp_hdr is not None:
                     body.append(copy.deepcopy(grp_hdr))
@@ -289,7 +290,8 @@ def _locate_schema_error(path: Path) -> str | None:
 
 
 def _first(schema: etree.XMLSchema, where: str) -> str:
-    error = schema.error_log[0]
+    log: etree._ListErrorLog = schema.error_log
+    error = log[0]
     message = error.message.replace(f"{{{_DOC_NS}}}", "").replace(f"{{{_HEAD_NS}}}", "")
     return f"{where} (line {error.line}): {message}"
 
