@@ -28,7 +28,7 @@ import copy
 import functools
 import hashlib
 import os
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Generator
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -42,7 +42,15 @@ from switch.iso20022.registry import ENVELOPE_NS, schema_dir
 from switch.security.filesig import SIGNATURE_TAG, canonical_digest
 from switch.security.xmldsig import SignatureRejected, Verifier
 
-__all__ = ["UNUSABLE", "BatchFile", "FileRefused", "envelope_schema", "inspect", "split"]
+__all__ = [
+    "UNUSABLE",
+    "BatchFile",
+    "FileRefused",
+    "envelope_schema",
+    "file_sha256",
+    "inspect",
+    "split",
+]
 
 UNUSABLE: Final = "unusable"
 """The refusal code of a file that is no pacs.008 batch at all (answered with admi.002)."""
@@ -141,7 +149,8 @@ def _text(parent: etree._Element, local: str) -> str | None:
     return None if el is None or el.text is None else el.text.strip()
 
 
-def _hash(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The SHA-256 (hex) of a file's bytes, read in chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(_CHUNK):
@@ -246,7 +255,7 @@ def inspect(
     return BatchFile(
         path=path,
         size=size,
-        sha256=_hash(path),
+        sha256=file_sha256(path),
         msg_id=state.msg_id,
         created=state.created,
         count=state.count,
@@ -428,7 +437,7 @@ def _drop(el: etree._Element) -> None:
             del parent[0]
 
 
-def split(bf: BatchFile, *, skip: Collection[int] = ()) -> Iterator[tuple[int, bytes]]:
+def split(bf: BatchFile, *, skip: Collection[int] = ()) -> Generator[tuple[int, bytes], None, None]:
     """(index, message) for each transaction of an inspected file, in file order, but
     those whose index is in `skip` (already cleared); each message is a BizMsg of the
     file's AppHdr (unsigned: the file's signature covers it) and one transaction."""
