@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import paramiko
@@ -22,9 +23,9 @@ import paramiko
 from sftp_bridge.bridge import BatchBridge
 from sftp_bridge.server import SftpServer, load_authorized_keys
 from switch.engine import Engine
-from switch.settings import BatchSettings
+from switch.settings import BatchSettings, Settings, load_demo_participants
 
-__all__ = ["BatchChannel"]
+__all__ = ["BatchChannel", "serve_embedded"]
 
 log = logging.getLogger("rtpswitch.batch")
 
@@ -98,3 +99,66 @@ class BatchChannel:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await asyncio.to_thread(self.bridge.close)
+
+
+async def serve_embedded(
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    port: int | None = None,
+    on_ready: Callable[[int], None] | None = None,
+) -> None:
+    """The batch channel on the embedded switch, until `stop` is set.
+
+    The engine runs on `settings.store` (SQLite by default) with the in-process
+    transport; the participants file's banks are simulated in this process (they answer
+    the payments credited to them, with the behaviours of their accounts). Messages are
+    not signed in-process, so batch files are taken without a signature check. The
+    participants file's banks are registered and, on a scheme never funded, funded.
+    `on_ready` gets the drop's port once it serves.
+    """
+    from simulators.bank import SimulatedBank
+    from switch.core.money import to_minor
+    from switch.service import onboard
+    from switch.store.base import open_store
+    from switch.transport import LocalNetwork
+
+    store = open_store(settings.store)
+    banks: list[SimulatedBank] = []
+    tasks: list[asyncio.Task[None]] = []
+    channel: BatchChannel | None = None
+    try:
+        await store.migrate()
+        _, to_fund = await onboard(store, settings)
+        network = LocalNetwork()
+        engine = Engine(settings=settings, store=store, transport=network.switch)
+        await engine.start()
+        for dp in to_fund:
+            await engine.fund(dp.participant.id, to_minor(dp.fund), "opening-position")
+        for dp in load_demo_participants(
+            settings.service.participants, exponent=settings.scheme.exponent
+        ):
+            p = dp.participant
+            bank = SimulatedBank(
+                bicfi=p.id,
+                member_id=p.member_id,
+                name=p.name,
+                channel=network.connect(p.id),
+                behaviours=dp.accounts,
+                response_timeout=settings.response_timeout,
+                name_agents_by="USABA" if dp.names_agents_by == "USABA" else "BICFI",
+            )
+            banks.append(bank)
+            tasks.append(asyncio.create_task(bank.run()))
+        channel = BatchChannel(engine, settings.batch, port=port)
+        await channel.start()
+        if on_ready is not None:
+            on_ready(channel.port)
+        await engine.run(stop)
+    finally:
+        if channel is not None:
+            await channel.stop()
+        for bank in banks:
+            bank.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await store.close()

@@ -450,7 +450,7 @@ class Engine:
             raise ValueError("submit_batch takes transactions of batch files only")
         self._file_items.extend(items)
         limit = 2 * self.settings.engine.batch_size if backlog is None else backlog
-        while len(self._file_items) > limit and self.running:
+        while len(self._file_items) > limit:
             await asyncio.sleep(0.005)
 
     @property

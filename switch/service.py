@@ -12,6 +12,10 @@ standby takes the lock, rebuilds its state from the store, and goes on from ther
 (byte-identical redeliveries get the answers already committed). A leader that loses
 its lock connection stops at once rather than risk clearing beside a new leader.
 
+With `[batch] port` (or `rtpswitch sftp-bridge`), the leader also serves the SFTP drop of
+the batch channel (`sftp_bridge.service.BatchChannel`): file transactions are cleared by
+the engine that holds the lock, so only the leader takes files.
+
 With `service.api_port` (or `--api-port`), the leader also serves the operator API and
 dashboard (`switch.api.operators`, HTTPS with the scheme CA's server certificate,
 operator tokens): it runs beside the engine and hands operator commands to it.
@@ -40,6 +44,7 @@ from typing import Final
 
 import asyncpg
 
+from sftp_bridge.service import BatchChannel
 from switch.api import ApiServer
 from switch.api.operators import start_operator_api
 from switch.api.participants import start_participant_api
@@ -149,6 +154,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     api: ApiServer | None = None
     operator_api: ApiServer | None = None
     operations: OperatorService | None = None
+    batch: BatchChannel | None = None
     try:
         await transport.open()
         joined, to_fund = await onboard(store, settings)
@@ -175,9 +181,14 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                 operations, pki_dir=svc.pki_dir, host=svc.api_host, port=svc.api_port
             )
             log.info("operator API and dashboard on %s/dashboard", operator_api.url)
+        if settings.batch.port:
+            batch = BatchChannel(engine, settings.batch)
+            await batch.start()
         log.info("clearing as leader on %s", amqp.address)
         await engine.run(stop)
     finally:
+        if batch is not None:
+            await batch.stop()
         if operator_api is not None:
             await operator_api.stop()
         if operations is not None:

@@ -18,6 +18,7 @@ from switch.cli import demo as demo_cmd
 from switch.cli import directory as directory_cmd
 from switch.cli import pki as pki_cmd
 from switch.cli import run as run_cmd
+from switch.cli import sftp_bridge as sftp_bridge_cmd
 from switch.cli import validate as validate_cmd
 
 
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     directory_cmd.register(sub)
     pki_cmd.register(sub)
     run_cmd.register(sub)
+    sftp_bridge_cmd.register(sub)
     participant_cmd.register(sub)
     simulate_cmd.register(sub)
     return parser
