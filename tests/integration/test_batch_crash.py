@@ -169,7 +169,7 @@ def test_kill_minus_nine_mid_file_then_resume(tmp_path: Path) -> None:
     doc = etree.parse(str(status_file)).getroot()
     txs = doc.findall(f".//{Q}TxInfAndSts")
     assert len(txs) == COUNT
-    assert sorted(t.findtext(f"{Q}OrgnlUETR") for t in txs) == sorted(uetrs)
+    assert sorted(t.findtext(f"{Q}OrgnlUETR") or "" for t in txs) == sorted(uetrs)
     statuses = {t.findtext(f"{Q}TxSts") for t in txs}
     assert statuses <= {"ACSC", "RJCT"}
     settled = sum(t.findtext(f"{Q}TxSts") == "ACSC" for t in txs)
