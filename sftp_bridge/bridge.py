@@ -4,17 +4,19 @@ Theory of operation. The SFTP server (`sftp_bridge.server`) calls `BatchBridge.c
 when a bank renames an upload in `/inbox` to its final name; the bridge takes files one
 at a time, in the order they were completed, on the engine's event loop:
 
-1. Take: the file gets an id (`F` + UTC time + random hex) and is moved from `inbox/`
-   to `archive/F<id>.<name>` (a hard link, then the inbox name removed), where it stays
-   unchanged. The bank cannot alter a completed file, and what the switch reads from
-   now on is the archived one.
-2. Check (`sftp_bridge.batchfile.inspect`, in a worker thread): schema, sender,
-   signature, counts. A refused file is answered at once: a pacs.002 with group status
-   RJCT and the reason (or, for bytes that are no pacs.008 batch at all, an admi.002),
-   and is recorded REFUSED; nothing in it is cleared.
+1. Take: the file gets an id (`F`, its UTC completion time, and a hash of the
+   participant, name, time, size and inode: the same id for the same upload after a
+   restart). The bank can neither change nor remove a completed file, so it is read
+   where it is.
+2. Check (`sftp_bridge.batchfile.inspect`, on the bridge's reading thread): schema,
+   sender, signature, counts. A refused file is answered at once: a pacs.002 with group
+   status RJCT and the reason (or, for bytes that are no pacs.008 batch at all, an
+   admi.002), and is recorded REFUSED; nothing in it is cleared.
 3. Exactly once: a file whose GrpHdr/MsgId the participant already used (in an earlier
    file or a real-time message) or whose content (SHA-256) it already sent is refused
-   DUPL, with the earlier file named. Otherwise it is recorded CLEARING.
+   DUPL, with the earlier file named. Otherwise it is recorded CLEARING. Once recorded,
+   the file moves from `inbox/` to `archive/F<id>.<name>` (a hard link, then the inbox
+   name removed), where it stays unchanged.
 4. Clear: its transactions are split off in chunks (`[batch] chunk`) and handed to
    the engine (`Engine.submit_batch`), which clears them behind real-time traffic under
    the real-time rules, and records each outcome with the engine batch that decides it.
@@ -24,22 +26,23 @@ at a time, in the order they were completed, on the engine's event loop:
    the file is recorded DONE.
 
 Crash safety: every step is idempotent and the store says where each file is. At start
-the bridge first resumes files recorded CLEARING (their transactions already decided
-are skipped: none is handed to the engine twice, and the engine's own duplicate checks
-stand behind that), then takes archived originals that were moved but never recorded,
-then the completed files still in the inboxes. Status files are delivered under names
-derived from the file id, so a delivery repeated after a crash keeps the first.
+the bridge first moves into the archive any file recorded but still in its inbox, then
+resumes files recorded CLEARING (their transactions already decided are skipped: none
+is handed to the engine twice, and the engine's own duplicate checks stand behind
+that), then takes the completed files still in the inboxes (never recorded: taken as
+new, with the same id). Status files are delivered under names derived from the file
+id, so a delivery repeated after a crash keeps the first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
+import hashlib
 import logging
 import os
-import re
-import secrets
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -63,7 +66,6 @@ __all__ = ["BatchBridge", "FileOutcome", "status_file_name"]
 
 log = logging.getLogger("rtpswitch.batch")
 
-_ARCHIVED: Final = re.compile(r"(F\d{14}[0-9A-F]{8})\.(.+)")
 _POLL: Final = 0.25
 T = TypeVar("T")
 _PAGE: Final = 5000
@@ -141,23 +143,19 @@ class BatchBridge:
     async def resume(self) -> list[FileOutcome]:
         """Finish what a stop or crash interrupted (see the module doc), oldest first."""
         finished = []
-        for record in await self.store.batch_files(state=BatchFileState.CLEARING):
+        records = await self.store.batch_files()
+        for record in records:  # recorded, but stopped before the move to the archive
+            self._archive(record)
+        for record in records:
+            if record.state is not BatchFileState.CLEARING:
+                continue
             path = self.root / record.participant / "archive" / record.archived
             bf = await self._in_reader(self._inspect, record.participant, path, record)
             if isinstance(bf, FileRefused):  # the archived original no longer reads
                 log.error("batch file %s cannot be resumed: %s", record.id, bf.text)
                 continue
             finished.append(await self._clear(record, bf))
-        known = {r.id for r in await self.store.batch_files()}
         for tree in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.is_symlink()):
-            archive = tree / "archive"
-            if archive.is_dir():
-                for entry in sorted(archive.iterdir()):
-                    m = _ARCHIVED.fullmatch(entry.name)
-                    if m and m.group(1) not in known and entry.is_file():
-                        finished.append(
-                            await self._take_archived(tree.name, entry, m.group(1), m.group(2))
-                        )
             inbox = tree / "inbox"
             if inbox.is_dir():
                 for entry in sorted(inbox.iterdir(), key=lambda p: p.stat().st_mtime):
@@ -174,13 +172,19 @@ class BatchBridge:
         if path.parent != tree / "inbox" or not path.is_file() or path.is_symlink():
             log.warning("not a completed file of %s's inbox: %s", participant, path)
             return None
-        now = datetime.now(UTC)
-        file_id = f"F{now:%Y%m%d%H%M%S}{secrets.token_hex(4).upper()}"
-        archived = tree / "archive" / f"{file_id}.{path.name}"
-        os.link(path, archived)
-        os.unlink(path)
+        file_id = _file_id(participant, path)
         log.info("batch file %s of %s taken as %s", path.name, participant, file_id)
-        return await self._take_archived(participant, archived, file_id, path.name)
+        return await self._take(participant, path, file_id)
+
+    def _archive(self, record: BatchFileRecord) -> None:
+        """Move a recorded file from the inbox to its place in the archive (idempotent)."""
+        tree = self.root / record.participant
+        inbox, archived = tree / "inbox" / record.name, tree / "archive" / record.archived
+        if not inbox.is_file() or _file_id(record.participant, inbox) != record.id:
+            return
+        with contextlib.suppress(FileExistsError):
+            os.link(inbox, archived)
+        os.unlink(inbox)
 
     # --- the steps ---------------------------------------------------------------------
 
@@ -212,16 +216,17 @@ class BatchBridge:
             exc.__traceback__ = exc.__context__ = exc.__cause__ = None
             return exc
 
-    async def _take_archived(
-        self, participant: str, archived: Path, file_id: str, name: str
-    ) -> FileOutcome:
+    async def _take(self, participant: str, inbox: Path, file_id: str) -> FileOutcome:
+        """Check, record, archive and clear (or refuse) one completed inbox file."""
+        name = inbox.name
+        archived = inbox.parent.parent / "archive" / f"{file_id}.{name}"
         received = _received(file_id)
         if self.engine.security is not None:
             self.engine.security.refresh()
-        checked = await self._in_reader(self._inspect, participant, archived)
-        size = archived.stat().st_size
+        checked = await self._in_reader(self._inspect, participant, inbox)
+        size = inbox.stat().st_size
         if isinstance(checked, FileRefused):
-            digest = await self._in_reader(file_sha256, archived)
+            digest = await self._in_reader(file_sha256, inbox)
             record = BatchFileRecord(
                 id=file_id,
                 participant=participant,
@@ -277,8 +282,9 @@ class BatchBridge:
                 checked.created,
                 checked.count,
             )
+        self._archive(record)
         log.info("batch file %s: %d transactions to clear", file_id, checked.count)
-        return await self._clear(record, checked)
+        return await self._clear(record, dataclasses.replace(checked, path=archived))
 
     async def _refuse(
         self, record: BatchFileRecord, created: str | None, count: int | None
@@ -322,6 +328,7 @@ class BatchBridge:
             self._deliver, record, name, mtype, lambda: iter((document,)), now
         )
         await self.store.batch_file_refuse(replace(record, status_file=name))
+        self._archive(record)
         outcome = FileOutcome(replace(record, status_file=name), path)
         self.outcomes.put_nowait(outcome)
         return outcome
@@ -463,6 +470,15 @@ class BatchBridge:
 
     def _status_msg_id(self, file_id: str) -> str:
         return f"S{file_id[1:]}"
+
+
+def _file_id(participant: str, inbox: Path) -> str:
+    """The id of a completed inbox file: the same for the same upload across restarts
+    (its UTC completion time, then a hash of who sent it, its name, time and size)."""
+    st = inbox.stat()
+    at = datetime.fromtimestamp(st.st_mtime, UTC)
+    key = f"{participant}/{inbox.name}/{st.st_mtime_ns}/{st.st_size}/{st.st_ino}".encode()
+    return f"F{at:%Y%m%d%H%M%S}{hashlib.sha256(key).hexdigest()[:8].upper()}"
 
 
 def _received(file_id: str) -> datetime:

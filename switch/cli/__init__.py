@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from participants import cli as participant_cmd
+from simulators import batch_cli as simulate_batch_cmd
 from simulators import cli as simulate_cmd
 from switch.cli import admin as admin_cmd
 from switch.cli import bench as bench_cmd
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     sftp_bridge_cmd.register(sub)
     participant_cmd.register(sub)
     simulate_cmd.register(sub)
+    simulate_batch_cmd.register(sub)
     return parser
 
 
