@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from sftp_bridge.batchfile import UNUSABLE, BatchFile, FileRefused, file_sha256, inspect, split
-from sftp_bridge.outbox import open_delivery, participant_tree
+from sftp_bridge.outbox import open_delivery, participant_tree, work_dir
 from sftp_bridge.server import is_temporary_name
 from switch.core.rules import AgentRef
 from switch.engine import Engine
@@ -363,19 +363,24 @@ class BatchBridge:
 
     async def _answer(self, record: BatchFileRecord, bf: BatchFile) -> FileOutcome:
         now = datetime.now(UTC)
-        statuses: list[BatchItemStatus] = []
-        after = -1
-        while page := await self.store.batch_statuses(record.id, after=after, limit=_PAGE):
-            statuses.extend(page)
-            after = page[-1].index
-        counts = Counter(s.status for s in statuses)
+        msg_id = self._status_msg_id(record.id)
+        counts: Counter[str] = Counter()
+        # The transactions' statuses go to a file page by page (never all in memory);
+        # the group status heads the status file, so it is assembled once they are in.
+        body = work_dir(self.root) / f"{record.id}.body"
+        with open(body, "wb", buffering=1 << 20) as out:
+            after = -1
+            while page := await self.store.batch_statuses(record.id, after=after, limit=_PAGE):
+                counts.update(s.status for s in page)
+                chunk = b"".join(_transaction_status(msg_id, s) for s in page)
+                await self._in_reader(out.write, chunk)
+                after = page[-1].index
         if set(counts) == {"ACSC"}:
             group = "ACSC"
         elif set(counts) == {"RJCT"}:
             group = "RJCT"
         else:
             group = "PART"
-        msg_id = self._status_msg_id(record.id)
 
         def pieces() -> Iterator[bytes]:
             yield build.status_file_open(
@@ -389,23 +394,18 @@ class BatchBridge:
                 instructing_agent=self.engine.switch_by_bicfi,
                 instructed_agent=self._agent(record.participant),
             )
-            for s in statuses:
-                yield build.status_file_transaction(
-                    status_id=f"{msg_id}-{s.index}",
-                    status=s.status,
-                    original_instr_id=s.instr_id,
-                    original_end_to_end_id=s.end_to_end_id,
-                    original_tx_id=s.tx_id,
-                    original_uetr=s.uetr,
-                    reason=s.reason,
-                    additional_info=s.info,
-                    accepted_at=s.updated_at if s.status == "ACSC" else None,
-                    clearing_ref=s.payment_id,
-                )
+            with open(body, "rb") as src:
+                while chunk := src.read(1 << 20):
+                    yield chunk
             yield build.STATUS_FILE_CLOSE
 
         name = status_file_name(record.id, record.name, MessageType.PACS_002)
-        path = await self._in_reader(self._deliver, record, name, MessageType.PACS_002, pieces, now)
+        try:
+            path = await self._in_reader(
+                self._deliver, record, name, MessageType.PACS_002, pieces, now
+            )
+        finally:
+            body.unlink(missing_ok=True)
         await self.store.batch_file_finish(record.id, name, now)
         log.info(
             "batch file %s done: %s (%s)",
@@ -446,7 +446,7 @@ class BatchBridge:
         security = self.engine.security
         if security is not None:
             header = header.replace(b"</AppHdr>", SGNTR_PLACEHOLDER + b"</AppHdr>")
-        unsigned = tree / "archive" / f".{name}.unsigned"
+        unsigned = work_dir(self.root) / f"{record.id}.unsigned"
         try:
             with open(unsigned, "wb", buffering=1 << 20) as out:
                 out.write(build.business_message(header, b"")[: -len(b"</BizMsg>")])
@@ -470,6 +470,22 @@ class BatchBridge:
 
     def _status_msg_id(self, file_id: str) -> str:
         return f"S{file_id[1:]}"
+
+
+def _transaction_status(msg_id: str, s: BatchItemStatus) -> bytes:
+    """A transaction's line of the status file."""
+    return build.status_file_transaction(
+        status_id=f"{msg_id}-{s.index}",
+        status=s.status,
+        original_instr_id=s.instr_id,
+        original_end_to_end_id=s.end_to_end_id,
+        original_tx_id=s.tx_id,
+        original_uetr=s.uetr,
+        reason=s.reason,
+        additional_info=s.info,
+        accepted_at=s.updated_at if s.status == "ACSC" else None,
+        clearing_ref=s.payment_id,
+    )
 
 
 def _file_id(participant: str, inbox: Path) -> str:

@@ -1,9 +1,9 @@
 """What the switch delivers to a participant's SFTP tree: status files and statements.
 
 A file the switch delivers lands in `<root>/<PARTICIPANT>/outbox/<name>` atomically: it
-is written in full under a temporary name in the tree (`.<name>.tmp`, in `archive/`,
-which the bank can only read and which the SFTP server never lists as complete), flushed
-to disk, then hard-linked into `outbox/` and renamed to its final name in `archive/`. A
+is written in full under a temporary name in `<root>/.work/` (outside every participant's
+tree, on the same file system), flushed to disk, then renamed to its final name in
+`archive/` and hard-linked into `outbox/`. A
 bank therefore never sees a partial file in `outbox/`, and what the switch delivered stays
 in `archive/` after the bank removes its copy from `outbox/`. A delivery is idempotent:
 when the final name already exists in `archive/` the earlier file is kept (it is linked
@@ -17,7 +17,15 @@ import os
 from pathlib import Path
 from typing import BinaryIO, Final
 
-__all__ = ["AREAS", "Delivery", "deliver_bytes", "open_delivery", "participant_tree"]
+__all__ = [
+    "AREAS",
+    "Delivery",
+    "deliver_bytes",
+    "delivered",
+    "open_delivery",
+    "participant_tree",
+    "work_dir",
+]
 
 AREAS: Final = ("inbox", "outbox", "archive")
 _DIR_MODE: Final = 0o750
@@ -33,6 +41,13 @@ def participant_tree(root: Path, participant: str) -> Path:
         if directory.is_symlink() or not directory.is_dir():
             raise NotADirectoryError(f"{directory} is not a directory")
     return tree
+
+
+def work_dir(root: Path) -> Path:
+    """`<root>/.work`: the switch's own scratch space beside the trees (never served)."""
+    work = Path(root) / ".work"
+    work.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+    return work
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -56,7 +71,7 @@ class Delivery:
         self.name = name
         self.final = self.tree / "archive" / name
         self.outbox = self.tree / "outbox" / name
-        self.temporary = self.tree / "archive" / f".{name}.tmp"
+        self.temporary = work_dir(root) / f"{participant}.{name}.tmp"
         fd = os.open(self.temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
         self.file: BinaryIO = os.fdopen(fd, "wb", buffering=1 << 20)
         self.size = 0

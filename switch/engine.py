@@ -594,8 +594,8 @@ class Engine:
     async def _read(self, deliveries: Sequence[Delivery]) -> list[Inbound]:
         """Read `deliveries`: in the reader processes when the batch is large, else here."""
         items = [(d.sender, d.data) for d in deliveries]
-        # A batch file's signature is verified on the whole file; its transactions are not
-        # signed one by one.
+        # A batch file is verified and validated whole (signature, scheme schemas); its
+        # transactions are not signed one by one, nor validated again.
         verified = frozenset(i for i, d in enumerate(deliveries) if d.batch is not None)
         if self._readers is None or len(deliveries) < _READ_OFF_LOOP:
             return read_batch(items, self.limits, self.registry, self.security, verified=verified)

@@ -109,12 +109,16 @@ def read(
     limits: ParseLimits,
     registry: SchemaRegistry,
     security: MessageSecurity | None = None,
+    *,
+    validated: bool = False,
 ) -> Inbound:
     """Read one message's bytes from `sender` into an `Inbound` (never raises for bad input).
 
     With `security`, the signature is checked first (RULEBOOK §3: authenticate, verify,
     then validate); a message whose signature is refused is still validated, so that its
     refusal can name its references, but no view of its body is offered for clearing.
+    `validated` says the bytes were already validated against the scheme schemas where
+    they came from (a transaction split from a batch file that was validated whole).
     """
     out = Inbound(hashlib.sha256(data).hexdigest())
     try:
@@ -131,7 +135,7 @@ def read(
         root = hdr_el.getparent()
         assert root is not None
         out.signature = security.check(root, sender, datetime.now(UTC))
-    out.issues = issues = validate(msg, registry)
+    out.issues = issues = [] if validated else validate(msg, registry)
     try:
         if not any(i.part == "AppHdr" for i in issues):
             out.header = views.header(hdr_el)
@@ -203,13 +207,16 @@ def read_batch(
 ) -> list[Inbound]:
     """`read` each (sender, bytes) of `items`.
 
-    `verified` holds the positions of items whose signature was already verified where
-    they came from (the transactions of a signed batch file): they are read without one.
+    `verified` holds the positions of items already verified and validated where they
+    came from (the transactions of a batch file that was checked whole, signature and
+    schemas): they are read without either check again.
     """
     if security is not None:
         security.refresh()
     return [
-        read(data, sender, limits, registry, None if i in verified else security)
+        read(data, sender, limits, registry, security)
+        if i not in verified
+        else read(data, sender, limits, registry, None, validated=True)
         for i, (sender, data) in enumerate(items)
     ]
 
