@@ -1,5 +1,8 @@
 """The batch channel beside a running engine: the SFTP drop, the bridge, the rollover.
 
+The rollover delivers each participant's end-of-day camt.053 to its outbox when a
+business day closes (`sftp_bridge.rollover`).
+
 `BatchChannel` is what `rtpswitch run` (when `[batch] port` is set) and `rtpswitch
 sftp-bridge` start next to the engine of the clearing leader: file transactions are
 cleared by the engine that holds the leader lock, so the drop is served by that process
@@ -21,6 +24,7 @@ from pathlib import Path
 import paramiko
 
 from sftp_bridge.bridge import BatchBridge
+from sftp_bridge.rollover import Rollover
 from sftp_bridge.server import SftpServer, load_authorized_keys
 from switch.engine import Engine
 from switch.settings import BatchSettings, Settings, load_demo_participants
@@ -44,11 +48,13 @@ class BatchChannel:
         self.engine = engine
         self.batch = batch
         self.bridge = BatchBridge(engine, batch.root)
+        self.rollover = Rollover(engine, batch.root, batch)
         self._port = batch.port if port is None else port
         self._authorized = authorized
         self.server: SftpServer | None = None
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._rollover: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
@@ -70,6 +76,7 @@ class BatchChannel:
         authorized = {p: k for p, k in authorized.items() if p in known}
         self._stop = asyncio.Event()
         self._task = asyncio.create_task(self.bridge.run(self._stop))
+        self._rollover = asyncio.create_task(self.rollover.run(self._stop))
         await asyncio.sleep(0)  # the bridge knows its loop before the first completion
         self.server = SftpServer(
             root,
@@ -94,10 +101,11 @@ class BatchChannel:
         if self.server is not None:
             await asyncio.to_thread(self.server.stop)
         self._stop.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._rollover):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await asyncio.to_thread(self.bridge.close)
 
 

@@ -121,6 +121,9 @@ class BatchSettings:
     rollover_time: str = "00:00"
     """The instant (HH:MM, local to `timezone`) one business day ends and the next begins."""
     timezone: str = "America/New_York"
+    statement_delay: float = 10.0
+    """Seconds after a rollover before its statements are written: time for the batches
+    that were committing at the rollover instant to land in the day they were booked in."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -249,6 +252,9 @@ def _batch(t: dict[str, Any]) -> BatchSettings:
         ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError):
         raise SettingsError(f"{where}.timezone is not a known time zone: {tz!r}") from None
+    delay = _get(t, "statement_delay", where, float, 10.0)
+    if not 0 <= delay <= 3600:
+        raise SettingsError(f"{where}.statement_delay must be between 0 and 3600 s: {delay}")
     root = Path(_get(t, "root", where, str, "var/sftp"))
     return BatchSettings(
         root=root,
@@ -260,6 +266,7 @@ def _batch(t: dict[str, Any]) -> BatchSettings:
         chunk=chunk,
         rollover_time=rollover,
         timezone=tz,
+        statement_delay=delay,
     )
 
 

@@ -14,13 +14,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from importlib.resources import files
 from typing import Any, Final
 
 from switch.core import FINAL_STATES, Money, Participant, ParticipantStatus, PaymentState
 from switch.directory import Alias, AliasStatus, AliasType, Change, Claim, ClaimState
 from switch.ledger import EntryKind, JournalEntry, available_account, reserved_account
+from switch.ledger.statements import Movement
 from switch.store.base import (
     Approval,
     ApprovalState,
@@ -36,6 +37,7 @@ from switch.store.base import (
     OperatorToken,
     PaymentQuery,
     PaymentRecord,
+    StatementRecord,
 )
 
 MSG_COLS: Final = (
@@ -634,4 +636,89 @@ def batch_status(r: Any, ts: Timestamp) -> BatchItemStatus:
         reason=r[8],
         info=r[9],
         updated_at=None if r[10] is None else ts(r[10]),
+    )
+
+
+# --- end-of-day statements ------------------------------------------------------------
+
+STATEMENT_MOVEMENTS: Final = """
+SELECT j.seq, j.at, j.kind, j.debit, j.credit, j.amount, j.ref, p.end_to_end_id, p.tx_id, p.uetr
+  FROM journal j LEFT JOIN payments p ON j.kind = 'settle' AND p.id = j.ref
+ WHERE j.at >= $1 AND j.at < $2 AND j.kind IN ('fund', 'defund', 'settle')
+ ORDER BY j.seq
+"""
+JOURNAL_CREDITED_BEFORE: Final = (
+    "SELECT credit, sum(amount) FROM journal WHERE at < $1 GROUP BY credit"
+)
+JOURNAL_DEBITED_BEFORE: Final = (
+    "SELECT debit, sum(amount) FROM journal WHERE at < $1 GROUP BY debit"
+)
+STATEMENT_COLS: Final = (
+    "participant, business_day, sequence, msg_id, file_name, period_from, period_to, "
+    "opening, closing, entries, sha256, delivered_at"
+)
+STATEMENT_INSERT: Final = (
+    f"INSERT INTO statements ({STATEMENT_COLS}) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) "
+    "ON CONFLICT (participant, business_day) DO NOTHING"
+)
+STATEMENTS_LATEST: Final = f"""
+SELECT {STATEMENT_COLS} FROM statements s
+ WHERE business_day = (SELECT max(business_day) FROM statements t
+                        WHERE t.participant = s.participant)
+ ORDER BY participant
+"""
+STATEMENTS: Final = f"SELECT {STATEMENT_COLS} FROM statements ORDER BY participant, business_day"
+STATEMENTS_OF: Final = (
+    f"SELECT {STATEMENT_COLS} FROM statements WHERE participant = $1 ORDER BY business_day"
+)
+
+
+def movement(r: Any, ts: Timestamp) -> Movement:
+    """A statement movement from a row of STATEMENT_MOVEMENTS."""
+    return Movement(
+        seq=r[0],
+        at=ts(r[1]),
+        entry=JournalEntry(kind=EntryKind(r[2]), debit=r[3], credit=r[4], amount=r[5], ref=r[6]),
+        end_to_end_id=r[7],
+        tx_id=r[8],
+        uetr=r[9],
+    )
+
+
+def statement(r: Any, ts: Timestamp, day: Callable[[Any], date]) -> StatementRecord:
+    """A statement from a row of STATEMENT_COLS."""
+    return StatementRecord(
+        participant=r[0],
+        business_day=day(r[1]),
+        sequence=r[2],
+        msg_id=r[3],
+        file_name=r[4],
+        period_from=ts(r[5]),
+        period_to=ts(r[6]),
+        opening=r[7],
+        closing=r[8],
+        entries=r[9],
+        sha256=r[10],
+        delivered_at=ts(r[11]),
+    )
+
+
+def statement_row(
+    s: StatementRecord, ts: Callable[[datetime], Any], day: Callable[[date], Any]
+) -> tuple[Any, ...]:
+    """A statement as a row of STATEMENT_COLS."""
+    return (
+        s.participant,
+        day(s.business_day),
+        s.sequence,
+        s.msg_id,
+        s.file_name,
+        ts(s.period_from),
+        ts(s.period_to),
+        s.opening,
+        s.closing,
+        s.entries,
+        s.sha256,
+        ts(s.delivered_at),
     )

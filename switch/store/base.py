@@ -26,13 +26,14 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
 from switch.core import Participant, ParticipantStatus, PaymentState
 from switch.directory import Change
 from switch.ledger import ConservationReport, JournalEntry, Position, PositionDelta
+from switch.ledger.statements import Movement
 from switch.operations.access import Role
 
 
@@ -282,6 +283,26 @@ class BatchItemStatus:
     reason: str | None
     info: str | None
     updated_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatementRecord:
+    """A participant's end-of-day statement, recorded once it is in the participant's outbox."""
+
+    participant: str
+    business_day: date
+    sequence: int
+    """The participant's statements counted from 1 (camt.053 ElctrncSeqNb)."""
+    msg_id: str
+    file_name: str
+    """Its name in the participant's outbox and archive."""
+    period_from: datetime
+    period_to: datetime
+    opening: int
+    closing: int
+    entries: int
+    sha256: str
+    delivered_at: datetime
 
 
 @dataclass(slots=True, kw_only=True)
@@ -567,6 +588,31 @@ class Store(abc.ABC):
         self, file_id: str, *, after: int = -1, limit: int = 5000
     ) -> list[BatchItemStatus]:
         """The file's decided transactions with index > `after`, in index order."""
+
+    # --- end-of-day statements -----------------------------------------------------------
+
+    @abc.abstractmethod
+    async def statement_movements(self, start: datetime, end: datetime) -> list[Movement]:
+        """The journal's fund, defund and settle entries booked in [start, end), in journal
+        order; each settlement with the EndToEndId, TxId and UETR of its payment."""
+
+    @abc.abstractmethod
+    async def journal_sums_before(self, at: datetime) -> tuple[dict[str, int], dict[str, int]]:
+        """(amount credited to, amount debited from) each account by the journal entries
+        booked before `at`."""
+
+    @abc.abstractmethod
+    async def statements_latest(self) -> dict[str, StatementRecord]:
+        """Each participant's latest statement (of its latest business day)."""
+
+    @abc.abstractmethod
+    async def statement_record(self, record: StatementRecord) -> bool:
+        """Record a delivered statement; False (and nothing written) if the participant's
+        statement of that business day is already recorded."""
+
+    @abc.abstractmethod
+    async def statements(self, participant: str | None = None) -> list[StatementRecord]:
+        """Statements recorded, by participant then business day (of one participant)."""
 
     @abc.abstractmethod
     async def close(self) -> None:

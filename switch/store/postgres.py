@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Final, cast
 
 import asyncpg
@@ -56,6 +56,7 @@ from switch.ledger import (
     lock_order,
     net_funding,
 )
+from switch.ledger.statements import Movement
 from switch.store import _rows
 from switch.store.base import (
     Approval,
@@ -74,6 +75,7 @@ from switch.store.base import (
     PaymentQuery,
     PaymentRecord,
     State,
+    StatementRecord,
     Store,
 )
 
@@ -254,6 +256,11 @@ def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[Any]:
     if not rows:
         return [()] * width
     return list(zip(*rows, strict=True))
+
+
+def _day(value: Any) -> date:
+    """asyncpg reads and writes a `date` column as a `datetime.date`."""
+    return cast(date, value)
 
 
 def _same(value: Any) -> datetime:
@@ -887,3 +894,42 @@ class PostgresStore(Store):
         """The file's decided transactions with index > `after`, in index order."""
         rows = await self._fetch(_rows.BATCH_STATUSES, file_id, after, _rows.positive_limit(limit))
         return [_rows.batch_status(r, _same) for r in rows]
+
+    # --- end-of-day statements ------------------------------------------------------------
+
+    async def statement_movements(self, start: datetime, end: datetime) -> list[Movement]:
+        """The fund, defund and settle entries booked in [start, end), in journal order."""
+        rows = await self._fetch(_rows.STATEMENT_MOVEMENTS, start, end)
+        return [_rows.movement(r, _same) for r in rows]
+
+    async def journal_sums_before(self, at: datetime) -> tuple[dict[str, int], dict[str, int]]:
+        """(credited to, debited from) each account by the entries booked before `at`."""
+        credited = await self._fetch(_rows.JOURNAL_CREDITED_BEFORE, at)
+        debited = await self._fetch(_rows.JOURNAL_DEBITED_BEFORE, at)
+        return {r[0]: int(r[1]) for r in credited}, {r[0]: int(r[1]) for r in debited}
+
+    async def statements_latest(self) -> dict[str, StatementRecord]:
+        """Each participant's latest statement."""
+        rows = await self._fetch(_rows.STATEMENTS_LATEST)
+        return {r[0]: _rows.statement(r, _same, _day) for r in rows}
+
+    async def statement_record(self, record: StatementRecord) -> bool:
+        """Record a delivered statement unless that day's is already recorded."""
+        pool = await self._get_pool()
+        row = _rows.statement_row(record, _same, _day)
+        async with pool.acquire() as conn:
+            self.round_trips += 1
+            try:
+                status = await conn.execute(_rows.STATEMENT_INSERT, *row)
+            except asyncpg.IntegrityConstraintViolationError as exc:
+                raise InternalError(f"statement refused by the database: {exc}") from exc
+        self.transactions += 1
+        return bool(status.endswith(" 1"))
+
+    async def statements(self, participant: str | None = None) -> list[StatementRecord]:
+        """Statements recorded, by participant then business day."""
+        if participant is None:
+            rows = await self._fetch(_rows.STATEMENTS)
+        else:
+            rows = await self._fetch(_rows.STATEMENTS_OF, participant)
+        return [_rows.statement(r, _same, _day) for r in rows]

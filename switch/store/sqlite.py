@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Final, TypeVar
 
 from switch.core import InternalError, Participant
@@ -46,6 +46,7 @@ from switch.ledger import (
     lock_order,
     net_funding,
 )
+from switch.ledger.statements import Movement
 from switch.store import _rows
 from switch.store.base import (
     Approval,
@@ -64,6 +65,7 @@ from switch.store.base import (
     PaymentQuery,
     PaymentRecord,
     State,
+    StatementRecord,
     Store,
 )
 
@@ -774,3 +776,38 @@ class SqliteStore(Store):
         args = (file_id, after, _rows.positive_limit(limit))
         rows = await self._read(_q(_rows.BATCH_STATUSES), args)
         return [_rows.batch_status(r, _dt) for r in rows]
+
+    # --- end-of-day statements ------------------------------------------------------------
+
+    async def statement_movements(self, start: datetime, end: datetime) -> list[Movement]:
+        """The fund, defund and settle entries booked in [start, end), in journal order."""
+        rows = await self._read(_q(_rows.STATEMENT_MOVEMENTS), (_ts(start), _ts(end)))
+        return [_rows.movement(r, _dt) for r in rows]
+
+    async def journal_sums_before(self, at: datetime) -> tuple[dict[str, int], dict[str, int]]:
+        """(credited to, debited from) each account by the entries booked before `at`."""
+        credited = await self._read(_q(_rows.JOURNAL_CREDITED_BEFORE), (_ts(at),))
+        debited = await self._read(_q(_rows.JOURNAL_DEBITED_BEFORE), (_ts(at),))
+        return {r[0]: int(r[1]) for r in credited}, {r[0]: int(r[1]) for r in debited}
+
+    async def statements_latest(self) -> dict[str, StatementRecord]:
+        """Each participant's latest statement."""
+        rows = await self._read(_rows.STATEMENTS_LATEST)
+        return {r[0]: _rows.statement(r, _dt, date.fromisoformat) for r in rows}
+
+    async def statement_record(self, record: StatementRecord) -> bool:
+        """Record a delivered statement unless that day's is already recorded."""
+        row = _rows.statement_row(record, _ts, date.isoformat)
+        n = await self._write_one(
+            lambda c: self._x(c, _q(_rows.STATEMENT_INSERT), row).rowcount,
+            f"statement of {record.participant} for {record.business_day}",
+        )
+        return bool(n == 1)
+
+    async def statements(self, participant: str | None = None) -> list[StatementRecord]:
+        """Statements recorded, by participant then business day."""
+        if participant is None:
+            rows = await self._read(_rows.STATEMENTS)
+        else:
+            rows = await self._read(_q(_rows.STATEMENTS_OF), (participant,))
+        return [_rows.statement(r, _dt, date.fromisoformat) for r in rows]

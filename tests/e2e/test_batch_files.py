@@ -17,7 +17,7 @@ import hashlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -389,3 +389,118 @@ async def test_an_oversized_upload_is_refused_by_the_drop(bs: BatchSwitch) -> No
     with pytest.raises(OSError):
         await asyncio.to_thread(big)
     assert bs.channel.bridge.outcomes.empty()
+
+
+# --- end of day ------------------------------------------------------------------------
+
+CAMT053 = "urn:iso:std:iso:20022:tech:xsd:camt.053.001.08"
+S = f"{{{CAMT053}}}"
+
+
+def after_rollover(bs: BatchSwitch, days: int = 1) -> datetime:
+    """An instant just past the statement delay after the end of today's business day
+    (`days` - 1 business days later)."""
+    rollover = bs.channel.rollover
+    today = rollover.calendar.day_of(datetime.now(UTC))
+    end = rollover.calendar.day(today.date + timedelta(days=days - 1)).end
+    return end + rollover.delay + timedelta(seconds=1)
+
+
+def read_statement(bs: BatchSwitch, raw: bytes) -> etree._Element:
+    """A statement: valid for both schemas, signed by the switch; its Stmt element."""
+    doc = read_status(bs, raw)
+    stmt = doc.find(f"{S}BkToCstmrStmt/{S}Stmt")
+    assert stmt is not None
+    return stmt
+
+
+def balance(stmt: etree._Element, code: str) -> int:
+    for bal in stmt.findall(f"{S}Bal"):
+        if bal.findtext(f"{S}Tp/{S}CdOrPrtry/{S}Cd") == code:
+            minor = to_minor(Decimal(bal.findtext(f"{S}Amt") or ""))
+            return -minor if bal.findtext(f"{S}CdtDbtInd") == "DBIT" else minor
+    raise AssertionError(f"no {code} balance")
+
+
+def entries(stmt: etree._Element) -> list[tuple[str, str, int, str | None]]:
+    """(kind, CRDT|DBIT, minor units, EndToEndId) of each entry, in order."""
+    return [
+        (
+            n.findtext(f"{S}BkTxCd/{S}Prtry/{S}Cd") or "",
+            n.findtext(f"{S}CdtDbtInd") or "",
+            to_minor(Decimal(n.findtext(f"{S}Amt") or "")),
+            n.findtext(f"{S}NtryDtls/{S}TxDtls/{S}Refs/{S}EndToEndId"),
+        )
+        for n in stmt.findall(f"{S}Ntry")
+    ]
+
+
+async def test_at_rollover_every_participant_gets_its_statement(
+    bs: BatchSwitch, tmp_path: Path
+) -> None:
+    specs = [(B, "200300400", "10.00")] * 3 + [(C, "300400500", "2.50")]
+    specs += [(B, "AC04-000001", "7.00")]
+    raw = batch_file(bs, tmp_path, specs)
+    await asyncio.to_thread(bs.upload, raw, "eod.xml")
+    assert (await bs.outcome()).record.state is BatchFileState.DONE
+    now = after_rollover(bs)
+    done = await bs.channel.rollover.roll(now)
+    assert sorted(o.record.participant for o in done) == sorted(MEMBERS)
+    today = bs.channel.rollover.calendar.day_of(datetime.now(UTC)).date
+    name = f"camt053_{A}_{today.strftime('%Y%m%d')}.xml"
+    assert {o.record.file_name for o in done if o.record.participant == A} == {name}
+    stmt = read_statement(bs, await asyncio.to_thread(bs.fetch, name))
+    assert stmt.findtext(f"{S}ElctrncSeqNb") == "1"
+    assert balance(stmt, "OPBD") == 0  # funded today, on a fresh scheme
+    assert balance(stmt, "CLBD") == bs.engine.book.position(A).total
+    opening = ("fund", "CRDT", to_minor(OPENING), None)
+    sent = [("settle", "DBIT", 1000, f"E2E-{i}") for i in range(3)]
+    assert entries(stmt) == [opening, *sent, ("settle", "DBIT", 250, "E2E-3")]
+    for p, received in ((B, [1000] * 3), (C, [250])):
+        got = read_statement(
+            bs, (bs.root / p / "outbox" / f"camt053_{p}_{today:%Y%m%d}.xml").read_bytes()
+        )
+        assert balance(got, "CLBD") == bs.engine.book.position(p).total
+        assert [e[2] for e in entries(got) if e[0] == "settle"] == received
+        assert all(e[1] == "CRDT" for e in entries(got))
+    records = {r.participant: r for r in await bs.store.statements()}
+    assert records[A].closing == bs.engine.book.position(A).total
+    kept = bs.root / A / "archive" / name
+    assert records[A].sha256 == hashlib.sha256(kept.read_bytes()).hexdigest()
+    # The same rollover again delivers nothing; two days later, both missed days come.
+    assert await bs.channel.rollover.roll(now) == []
+    later = await bs.channel.rollover.roll(after_rollover(bs, days=3))
+    assert [o.record.sequence for o in later if o.record.participant == A] == [2, 3]
+    for o in later:
+        assert o.record.opening == o.record.closing == records[o.record.participant].closing
+        assert o.record.entries == 0
+        read_statement(bs, o.path.read_bytes())
+    assert await conservation_ok(bs)
+
+
+async def test_a_statement_delivered_before_a_crash_is_kept_and_recorded_once(
+    bs: BatchSwitch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rollover = bs.channel.rollover
+    store = bs.store
+    record = store.statement_record
+
+    async def crash(*args: object, **kwargs: object) -> bool:
+        raise RuntimeError("switch killed after delivery")
+
+    monkeypatch.setattr(store, "statement_record", crash)
+    now = after_rollover(bs)
+    with pytest.raises(RuntimeError):
+        await rollover.roll(now)
+    outbox = bs.root / A / "outbox"
+    delivered = {p.name: p.read_bytes() for p in outbox.glob("camt053_*")}
+    assert len(delivered) == 1
+    assert await store.statements() == []
+    monkeypatch.setattr(store, "statement_record", record)
+    done = await rollover.roll(now + timedelta(minutes=5))
+    assert len(done) == len(MEMBERS)
+    ((name, raw),) = delivered.items()
+    assert outbox.joinpath(name).read_bytes() == raw
+    mine = [o.record for o in done if o.record.file_name == name]
+    assert len(mine) == 1 and mine[0].sha256 == hashlib.sha256(raw).hexdigest()
+    assert await rollover.roll(now + timedelta(minutes=10)) == []
