@@ -23,8 +23,10 @@ NY = "America/New_York"
 A, B = "BNKAUS33XXX", "BNKBUS33XXX"
 
 
-def utc(*parts: int) -> datetime:
-    return datetime(*parts, tzinfo=UTC)
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 def test_a_midnight_rollover_names_the_day_by_its_date() -> None:
