@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from sftp_bridge.outbox import deliver_bytes, participant_tree
+from sftp_bridge.outbox import open_delivery, participant_tree, work_dir
 from switch.engine import Engine
 from switch.iso20022 import MessageType, build
 from switch.iso20022.build import StatementEntry
@@ -43,6 +43,7 @@ from switch.ledger.statements import (
     day_statements,
     position_totals,
 )
+from switch.security.filesig import SGNTR_PLACEHOLDER, sign_file
 from switch.settings import BatchSettings
 from switch.store.base import StatementRecord
 
@@ -172,14 +173,29 @@ class Rollover:
         msg_id = f"STMT{day.compact}{p}"
         tree = participant_tree(self.root, p)
         kept = tree / "archive" / name
+        path = tree / "outbox" / name
         if kept.exists():  # delivered before a crash, not recorded: keep it as it is
-            data = kept.read_bytes()
             with contextlib.suppress(FileExistsError):
-                os.link(kept, tree / "outbox" / name)
-            path = tree / "outbox" / name
+                os.link(kept, path)
         else:
-            data = self._message(st, sequence, msg_id, now)
-            path = deliver_bytes(self.root, p, name, data)
+            # Written out, then signed as a stream: a busy day's statement is far larger
+            # than a real-time message, and its signature must not need it as one tree.
+            unsigned = work_dir(self.root) / f"{p}.{name}.unsigned"
+            try:
+                unsigned.write_bytes(self._message(st, sequence, msg_id, now))
+                with open_delivery(self.root, p, name) as delivery:
+                    security = self.engine.security
+                    if security is None:
+                        delivery.write(unsigned.read_bytes())
+                    else:
+                        sign_file(security.signer, unsigned, delivery.write)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    unsigned.unlink()
+        sha = hashlib.sha256()
+        with open(kept, "rb") as f:
+            while chunk := f.read(1 << 20):
+                sha.update(chunk)
         record = StatementRecord(
             participant=p,
             business_day=day.date,
@@ -191,13 +207,14 @@ class Rollover:
             opening=st.opening,
             closing=st.closing,
             entries=len(st.lines),
-            sha256=hashlib.sha256(data).hexdigest(),
+            sha256=sha.hexdigest(),
             delivered_at=now,
         )
         return StatementOutcome(record, path)
 
     def _message(self, st: DayStatement, sequence: int, msg_id: str, now: datetime) -> bytes:
-        """The statement as a BizMsg from the switch, signed when the switch signs."""
+        """The statement as a BizMsg from the switch, with an empty Sgntr to sign when the
+        switch signs."""
         rules = self.engine.settings.scheme
         document = build.statement(
             msg_id=msg_id,
@@ -234,6 +251,6 @@ class Rollover:
             mtype=MessageType.CAMT_053,
             created=now,
         )
-        message = build.business_message(header, document)
-        security = self.engine.security
-        return message if security is None else security.sign(message)
+        if self.engine.security is not None:  # where the signature goes (`sign_file`)
+            header = header.replace(b"</AppHdr>", SGNTR_PLACEHOLDER + b"</AppHdr>", 1)
+        return build.business_message(header, document)

@@ -35,8 +35,9 @@ from simulators.bank import SimulatedBank
 from switch.core import Participant
 from switch.core.money import to_minor
 from switch.engine import Engine
-from switch.iso20022 import MessageType, parse, validate
+from switch.iso20022 import MessageType, ParseLimits, parse, validate
 from switch.iso20022.views import Agent
+from switch.ledger.statements import DayStatement, StatementLine
 from switch.security.messages import MessageSecurity
 from switch.security.pki import SchemeCA, TrustStore
 from switch.security.xmldsig import Signer, Verifier
@@ -504,3 +505,35 @@ async def test_a_statement_delivered_before_a_crash_is_kept_and_recorded_once(
     mine = [o.record for o in done if o.record.file_name == name]
     assert len(mine) == 1 and mine[0].sha256 == hashlib.sha256(raw).hexdigest()
     assert await rollover.roll(now + timedelta(minutes=10)) == []
+
+
+async def test_a_busy_days_statement_is_signed_as_a_stream(bs: BatchSwitch) -> None:
+    """A statement far over the real-time message size is delivered, signed and valid."""
+    rollover = bs.channel.rollover
+    day = rollover.calendar.day_of(datetime.now(UTC))
+    lines = tuple(
+        StatementLine(
+            amount=100 + i,
+            credit=i % 3 != 0,
+            booked_at=day.start + timedelta(seconds=i),
+            kind="settle",
+            reference=str(1000 + i),
+            end_to_end_id=f"E2E-{i}",
+            uetr=str(uuid.uuid4()),
+        )
+        for i in range(6000)
+    )
+    closing = 5_000_000 + sum(x.amount if x.credit else -x.amount for x in lines)
+    st = DayStatement(participant=A, day=day, opening=5_000_000, closing=closing, lines=lines)
+    outcome = await asyncio.to_thread(rollover._deliver, st, 7, datetime.now(UTC))
+    raw = outcome.path.read_bytes()
+    assert len(raw) > 2 * ParseLimits().max_bytes
+    assert outcome.record.sha256 == hashlib.sha256(raw).hexdigest()
+    assert outcome.record.entries == 6000
+    big = ParseLimits(max_bytes=len(raw) + 1)
+    msg = parse(raw, big)
+    assert validate(msg) == []
+    Verifier(bs.trust).verify(raw, SWITCH_ID, limits=big)
+    stmt = msg.document.find(f"{S}BkToCstmrStmt/{S}Stmt") if msg.document is not None else None
+    assert stmt is not None and balance(stmt, "CLBD") == closing
+    assert len(entries(stmt)) == 6000
