@@ -296,6 +296,9 @@ class Engine:
         self._commands: list[_Command] = []
         self._file_items: deque[Delivery] = deque()
         """Transactions of batch files waiting for the loop (`submit_batch`)."""
+        self._ahead: tuple[list[Delivery], asyncio.Future[list[Inbound]]] | None = None
+        """File transactions taken from `_file_items` and being read in a reader process
+        while the batch before them is decided (see `_file_batch`)."""
         self.running = False
         """True while `run` clears (operator commands are taken only then)."""
 
@@ -456,12 +459,60 @@ class Engine:
     @property
     def batch_backlog(self) -> int:
         """Transactions of batch files queued and not yet taken by the loop."""
-        return len(self._file_items)
+        return len(self._file_items) + (0 if self._ahead is None else len(self._ahead[0]))
 
     def _take_file_items(self, room: int) -> list[Delivery]:
         queue = self._file_items
         n = min(room, len(queue))
         return [queue.popleft() for _ in range(n)]
+
+    async def _file_batch(self, room: int) -> tuple[list[Delivery], list[Inbound]]:
+        """Up to `room` transactions of batch files, in order, read.
+
+        With reader processes, the next batch of them is read ahead, while the current
+        one is decided and committed; without, they are read here, in-line.
+        """
+        if self._readers is None:
+            items = self._take_file_items(room)
+            return items, await self._read(items)
+        if self._ahead is None:
+            self._read_ahead()
+            if self._ahead is None:
+                return [], []
+        items, reading = self._ahead
+        self._ahead = None
+        prepared = await reading
+        got, rest = items[:room], items[room:]
+        if rest:
+            done: asyncio.Future[list[Inbound]] = asyncio.get_running_loop().create_future()
+            done.set_result(prepared[room:])
+            self._ahead = (rest, done)
+        else:
+            self._read_ahead()
+        return got, prepared[:room]
+
+    def _read_ahead(self) -> None:
+        """Start reading the next batch of file transactions in a reader process."""
+        items = self._take_file_items(self.settings.engine.batch_size)
+        if not items:
+            return
+        assert self._readers is not None
+        reading = asyncio.get_running_loop().run_in_executor(
+            self._readers,
+            read_in_reader,
+            [(d.sender, d.data) for d in items],
+            self.limits,
+            frozenset(i for i, d in enumerate(items) if d.batch is not None),
+        )
+        self._ahead = (items, reading)
+
+    def _put_back_ahead(self) -> None:
+        """Return the transactions read ahead to the head of the queue (at stop)."""
+        if self._ahead is not None:
+            items, reading = self._ahead
+            self._ahead = None
+            reading.cancel()
+            self._file_items.extendleft(reversed(items))
 
     # --- the loop -----------------------------------------------------------------------
 
@@ -486,18 +537,22 @@ class Engine:
         try:
             while not stop.is_set():
                 if pending is None and work is None:
-                    wait = 0.0 if self._file_items else self._idle_wait()
+                    wait = 0.0 if self._file_items or self._ahead else self._idle_wait()
                     deliveries = await self.transport.receive_batch(size, wait)
                 elif pending is not None and not pending.task.done() and len(taken) < size:
                     deliveries = await self.transport.receive_batch(size - len(taken), 0.001)
                 else:
                     deliveries = []
-                if self._file_items and len(taken) + len(deliveries) < size:
-                    deliveries += self._take_file_items(size - len(taken) - len(deliveries))
                 prepared: list[Inbound] = []
                 if deliveries:
                     started = time.perf_counter()
                     prepared = await self._read(deliveries)
+                    self.stats.stage_read.observe(time.perf_counter() - started)
+                if (self._file_items or self._ahead) and len(taken) + len(deliveries) < size:
+                    started = time.perf_counter()
+                    from_files = await self._file_batch(size - len(taken) - len(deliveries))
+                    deliveries += from_files[0]
+                    prepared += from_files[1]
                     self.stats.stage_read.observe(time.perf_counter() - started)
                 await self._follow_directory(prepared)
                 now = self.clock()
@@ -530,6 +585,7 @@ class Engine:
                     self._unmarked = []
         finally:
             self.running = False
+            self._put_back_ahead()
             self._refuse_commands("the clearing engine stopped")
             if pending is not None:
                 await self._complete(pending)
