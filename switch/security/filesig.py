@@ -48,7 +48,8 @@ def canonical_digest(path: Path, *, exclude_signature: bool = True) -> bytes:
     namespace, without prefixes or attributes on the envelope) is canonicalised piece by
     piece with libxml2's exclusive c14n: the AppHdr, then each child of the message
     element (the group header, each transaction), stitched together with the envelope's
-    tags and text. Any other shape goes through lxml's C14N 2.0 writer (slower, general).
+    tags and text; a statement's, report's or notification's entries are pieces of their
+    own. Any other shape goes through lxml's C14N 2.0 writer (slower, general).
     """
     digest = _stitched_digest(path, exclude_signature)
     if digest is not None:
@@ -111,8 +112,30 @@ class _NotStitchable(Exception):
     """The file is not of the shape `_stitched_digest` handles."""
 
 
+_CONTAINERS: Final = frozenset({"Stmt", "Rpt", "Ntfctn"})
+"""Children of a message element that hold its many parts themselves (a camt.052/053/054
+account's entries): streamed as tags, their own children canonicalised one by one."""
+
+
+class _Open:
+    """An element of the envelope streamed as tags (not canonicalised as one unit)."""
+
+    __slots__ = ("children", "el", "role")
+
+    def __init__(self, el: etree._Element, role: str) -> None:
+        self.el = el
+        self.role = role
+        self.children = 0
+
+
 def _stitched_digest(path: Path, exclude_signature: bool) -> bytes | None:
-    """The fast path of `canonical_digest`; None when the file is not of its shape."""
+    """The fast path of `canonical_digest`; None when the file is not of its shape.
+
+    The envelope (BizMsg, Document, the message element and any container of
+    `_CONTAINERS` under it) is written tag by tag; every other element directly under
+    one of them (the AppHdr, the group header, each transaction or entry) is a unit,
+    canonicalised whole once parsed, then dropped with the text after it.
+    """
     h = hashlib.sha256()
     update = h.update
     context = etree.iterparse(
@@ -123,83 +146,85 @@ def _stitched_digest(path: Path, exclude_signature: bool) -> bytes | None:
         load_dtd=False,
         huge_tree=True,
     )
-    depth = 0
+    stack: list[_Open] = []
+    unit: etree._Element | None = None  # the unit being parsed
+    inner = 0  # elements open inside it
+    previous: etree._Element | None = None  # the last closed child of stack[-1]
     env_ns = doc_ns = ""
-    previous: etree._Element | None = None  # the last unit under the message element
     try:
         for event, el in context:
             if event == "comment" or event == "pi":
                 raise _NotStitchable
-            if event == "start":
-                if depth == 0:
-                    if not _plain(el, None):
-                        raise _NotStitchable
-                    env_ns = etree.QName(el).namespace or ""
-                    update(f'<{etree.QName(el).localname} xmlns="{env_ns}">'.encode())
-                elif depth == 1:
-                    parent = el.getparent()
-                    assert parent is not None
-                    if el.getprevious() is None:
-                        update(_escape_text(parent.text))  # BizMsg text before AppHdr
+            if unit is not None:
+                if event == "start":
+                    inner += 1
+                elif inner:
+                    inner -= 1
+                else:  # the unit ends
+                    if len(stack) == 1:
+                        update(_header_unit(el, env_ns, exclude_signature))
                     else:
-                        prev = el.getprevious()
-                        assert prev is not None
-                        update(_escape_text(prev.tail))  # text between AppHdr and Document
-                        if prev.getprevious() is not None or not _plain(el, None):
-                            raise _NotStitchable
-                        doc_ns = etree.QName(el).namespace or ""
-                        if doc_ns == env_ns:
-                            raise _NotStitchable
-                        update(f'<{etree.QName(el).localname} xmlns="{doc_ns}">'.encode())
-                elif depth == 2:
-                    parent = el.getparent()
-                    assert parent is not None
-                    if parent.getprevious() is not None:  # the message element
-                        if el.getprevious() is not None or not _plain(el, doc_ns):
-                            raise _NotStitchable
-                        update(_escape_text(parent.text))
-                        update(f"<{etree.QName(el).localname}>".encode())
-                elif depth == 3 and el.getparent() is not None:
-                    grand = el.getparent()
-                    assert grand is not None
-                    outer = grand.getparent()
-                    if outer is not None and outer.getprevious() is not None:
-                        if previous is None:
-                            update(_escape_text(grand.text))
-                        else:
-                            update(_escape_text(previous.tail))
-                            _drop(previous)
-                depth += 1
+                        update(_unit(el, doc_ns))
+                    previous, unit = el, None
                 continue
-            depth -= 1
-            if depth == 3:
-                grand = el.getparent()
-                outer = grand.getparent() if grand is not None else None
-                if outer is not None and outer.getprevious() is not None:
-                    update(_unit(el, doc_ns))
-                    previous = el
-            elif depth == 2:
-                parent = el.getparent()
-                if parent is not None and parent.getprevious() is not None:
-                    if previous is not None:
-                        update(_escape_text(previous.tail))
-                        _drop(previous)
-                        previous = None
-                    else:
-                        update(_escape_text(el.text))
-                    update(f"</{etree.QName(el).localname}>".encode())
-            elif depth == 1:
-                if el.getprevious() is None:
-                    update(_header_unit(el, env_ns, exclude_signature))
+            if event == "end":  # a streamed element ends
+                stack.pop()
+                if previous is not None:
+                    update(_escape_text(previous.tail))
+                    _drop(previous)
                 else:
-                    update(_escape_text(el[-1].tail if len(el) else el.text))
-                    update(f"</{etree.QName(el).localname}>".encode())
-            elif depth == 0:
-                update(_escape_text(el[-1].tail if len(el) else el.text))
+                    update(_escape_text(el.text))
                 update(f"</{etree.QName(el).localname}>".encode())
+                previous = el if stack else None
+                continue
+            # an element starts directly under the streamed ones
+            if stack:
+                parent = stack[-1]
+                if previous is None:
+                    update(_escape_text(parent.el.text))
+                else:
+                    update(_escape_text(previous.tail))
+                    _drop(previous)
+                    previous = None
+                parent.children += 1
+                role = _role(parent, el, env_ns, doc_ns)
+            else:
+                if not _plain(el, None):
+                    raise _NotStitchable
+                role = "envelope"
+            name = etree.QName(el)
+            if role == "unit":
+                unit, inner = el, 0
+            elif role == "envelope":
+                env_ns = name.namespace or ""
+                update(f'<{name.localname} xmlns="{env_ns}">'.encode())
+                stack.append(_Open(el, role))
+            elif role == "document":
+                doc_ns = name.namespace or ""
+                update(f'<{name.localname} xmlns="{doc_ns}">'.encode())
+                stack.append(_Open(el, role))
+            else:  # the message element, or a container under it
+                update(f"<{name.localname}>".encode())
+                stack.append(_Open(el, role))
     except _NotStitchable:
         return None
     return h.digest()
+
+
+def _role(parent: _Open, el: etree._Element, env_ns: str, doc_ns: str) -> str:
+    """What `el`, the next child of the streamed `parent`, is; raises _NotStitchable."""
+    if parent.role == "envelope":
+        if parent.children == 1:
+            return "unit"  # the AppHdr
+        if parent.children == 2 and _plain(el, None) and etree.QName(el).namespace != env_ns:
+            return "document"
+        raise _NotStitchable
+    if parent.role == "document":
+        if parent.children == 1 and _plain(el, doc_ns):
+            return "message"
+        raise _NotStitchable
+    container = etree.QName(el).localname in _CONTAINERS and _plain(el, doc_ns)
+    return "container" if parent.role == "message" and container else "unit"
 
 
 def _drop(el: etree._Element) -> None:

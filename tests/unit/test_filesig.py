@@ -59,7 +59,42 @@ def batch(n: int, *, pretty: bool) -> bytes:
     ).encode()
 
 
+STMT_DOC = "urn:iso:std:iso:20022:tech:xsd:camt.053.001.08"
+
+
+def statement(n: int, *, pretty: bool, statements: int = 1) -> bytes:
+    sep = "\n  " if pretty else ""
+    entry = (
+        '<Ntry><Amt Ccy="USD">1.{i:02d}</Amt><CdtDbtInd>CRDT</CdtDbtInd>'
+        "<NtryDtls><TxDtls><Refs><EndToEndId>E{i} &amp; &lt;x&gt;</EndToEndId></Refs>"
+        "</TxDtls></NtryDtls></Ntry>"
+    )
+    stmt = (
+        f'<Stmt>{sep}<Id>S</Id>{sep}<Bal><Amt Ccy="USD">5.00</Amt></Bal>{sep}'
+        + sep.join(entry.format(i=i) for i in range(n))
+        + f"{sep}</Stmt>"
+    )
+    return (
+        f'<BizMsg xmlns="urn:rtpswitch:xsd:bizmsg.001">{sep}'
+        '<AppHdr xmlns="urn:iso:std:iso:20022:tech:xsd:head.001.001.02">'
+        f"<BizMsgIdr>S</BizMsgIdr><Sgntr></Sgntr></AppHdr>{sep}"
+        f'<Document xmlns="{STMT_DOC}">{sep}<BkToCstmrStmt>{sep}'
+        f"<GrpHdr><MsgId>S</MsgId></GrpHdr>{sep}{sep.join([stmt] * statements)}{sep}"
+        f"</BkToCstmrStmt>{sep}</Document>{sep}</BizMsg>"
+    ).encode()
+
+
 SHAPES = {
+    "statement": statement(4, pretty=False),
+    "statement, pretty": statement(4, pretty=True),
+    "two statements": statement(2, pretty=True, statements=2),
+    "statement without entries": statement(0, pretty=True),
+    "empty statement": statement(0, pretty=False).replace(
+        b'<Stmt><Id>S</Id><Bal><Amt Ccy="USD">5.00</Amt></Bal></Stmt>', b"<Stmt/>"
+    ),
+    "attribute on a statement": statement(2, pretty=False).replace(
+        b"<Stmt>", b'<Stmt xmlns:q="urn:q" q:a="1">'
+    ),
     "compact": batch(5, pretty=False),
     "pretty": batch(5, pretty=True),
     "prefixed document": (
@@ -112,6 +147,38 @@ def test_scheme_shapes_take_the_fast_path(tmp_path: Path) -> None:
     odd = tmp_path / "odd.xml"
     odd.write_bytes(SHAPES["prefixed document"])
     assert filesig._stitched_digest(odd, True) is None
+
+
+@pytest.mark.parametrize("name", [n for n in SHAPES if n.startswith(("statement", "two"))])
+def test_statements_take_the_fast_path(name: str, tmp_path: Path) -> None:
+    path = tmp_path / "s.xml"
+    path.write_bytes(SHAPES[name])
+    assert filesig._stitched_digest(path, True) == tree_digest(SHAPES[name])
+
+
+@pytest.mark.parametrize("shape", ["batch", "statement"])
+def test_fast_path_holds_one_part_at_a_time(
+    shape: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each transaction or entry is canonicalised and dropped: the tree never grows with
+    the file (it holds what the parser has read ahead of the part being hashed)."""
+    n = 5000
+    data = batch(n, pretty=True) if shape == "batch" else statement(n, pretty=True)
+    path = tmp_path / "big.xml"
+    path.write_bytes(data)
+    held: list[int] = []
+    unit = filesig._unit
+
+    def counting(el: etree._Element, doc_ns: str) -> bytes:
+        parent = el.getparent()
+        assert parent is not None
+        held.append(len(parent))
+        return unit(el, doc_ns)
+
+    monkeypatch.setattr(filesig, "_unit", counting)
+    assert filesig._stitched_digest(path, True) == tree_digest(data)
+    assert len(held) >= n
+    assert max(held) < n / 10
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
