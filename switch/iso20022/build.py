@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import functools
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
@@ -508,20 +508,88 @@ def statement(
     units of `currency` written exactly with `exponent` decimals; a negative balance is
     written as its magnitude with `DBIT`. A statement that does not add up (closing ==
     opening + credits - debits) is refused with ValueError: it is never written.
+
+    The same Document is written in pieces by `statement_head`, `statement_entries`
+    (any number of times) and `STATEMENT_TAIL`, for a statement too large to hold.
     """
+    totals = StatementTotals()
+    for e in entries:
+        totals.add(e)
+    head = statement_head(
+        msg_id=msg_id,
+        statement_id=statement_id,
+        sequence=sequence,
+        created=created,
+        period_from=period_from,
+        period_to=period_to,
+        participant_bicfi=participant_bicfi,
+        account_id=account_id,
+        servicer_bicfi=servicer_bicfi,
+        currency=currency,
+        exponent=exponent,
+        opening=opening,
+        closing=closing,
+        totals=totals,
+    )
+    body = statement_entries(entries, currency=currency, exponent=exponent)
+    return head + body + STATEMENT_TAIL
+
+
+@dataclass(slots=True)
+class StatementTotals:
+    """The sums and counts of a statement's credit and debit entries (`TxsSummry`)."""
+
+    credits: int = 0
+    debits: int = 0
+    n_credits: int = 0
+    n_debits: int = 0
+
+    def add(self, e: StatementEntry) -> None:
+        """Count entry `e`; ValueError unless its amount is an int > 0."""
+        if type(e.amount) is not int or e.amount <= 0:
+            raise ValueError(f"statement entry {e.reference}: amount must be > 0: {e.amount!r}")
+        if e.credit:
+            self.credits += e.amount
+            self.n_credits += 1
+        else:
+            self.debits += e.amount
+            self.n_debits += 1
+
+    @property
+    def entries(self) -> int:
+        return self.n_credits + self.n_debits
+
+
+STATEMENT_TAIL: Final = b"</Stmt></BkToCstmrStmt></Document>"
+"""What closes a statement Document begun by `statement_head`."""
+
+
+def statement_head(
+    *,
+    msg_id: str,
+    statement_id: str,
+    sequence: int,
+    created: datetime,
+    period_from: datetime,
+    period_to: datetime,
+    participant_bicfi: str,
+    account_id: str,
+    servicer_bicfi: str,
+    currency: str,
+    exponent: int,
+    opening: int,
+    closing: int,
+    totals: StatementTotals,
+) -> bytes:
+    """A statement Document (see `statement`) up to its first entry, with the summary of
+    entries `totals` (which `statement_entries` must then write, then `STATEMENT_TAIL`)."""
     if sequence < 0:
         raise ValueError(f"statement sequence number must be >= 0: {sequence!r}")
     if period_to < period_from:
         raise ValueError("a statement's period ends before it starts")
-    credits = debits = n_credits = 0
-    for e in entries:
-        if type(e.amount) is not int or e.amount <= 0:
-            raise ValueError(f"statement entry {e.reference}: amount must be > 0: {e.amount!r}")
-        if e.credit:
-            credits += e.amount
-            n_credits += 1
-        else:
-            debits += e.amount
+    credits, debits = totals.credits, totals.debits
+    if min(credits, debits, totals.n_credits, totals.n_debits) < 0:
+        raise ValueError(f"statement {statement_id}: negative totals {totals!r}")
     if closing != opening + credits - debits:
         raise ValueError(
             f"statement {statement_id} does not add up: opening {opening} + credits "
@@ -556,20 +624,31 @@ def statement(
         w.parts.append(f"<Dt><DtTm>{iso_datetime(at)}</DtTm></Dt></Bal>")
     net = credits - debits
     w.parts.append("<TxsSummry><TtlNtries>")
-    w.leaf("NbOfNtries", str(len(entries)))
+    w.leaf("NbOfNtries", str(totals.entries))
     w.leaf("Sum", amount(credits + debits))
     w.parts.append("<TtlNetNtry>")
     w.leaf("Amt", amount(abs(net)))
     w.leaf("CdtDbtInd", DEBIT if net < 0 else CREDIT)
     w.parts.append("</TtlNetNtry></TtlNtries><TtlCdtNtries>")
-    w.leaf("NbOfNtries", str(n_credits))
+    w.leaf("NbOfNtries", str(totals.n_credits))
     w.leaf("Sum", amount(credits))
     w.parts.append("</TtlCdtNtries><TtlDbtNtries>")
-    w.leaf("NbOfNtries", str(len(entries) - n_credits))
+    w.leaf("NbOfNtries", str(totals.n_debits))
     w.leaf("Sum", amount(debits))
     w.parts.append("</TtlDbtNtries></TxsSummry>")
+    return "".join(w.parts).encode()
+
+
+def statement_entries(entries: Iterable[StatementEntry], *, currency: str, exponent: int) -> bytes:
+    """Booked entries (`Ntry`) of a statement begun by `statement_head`, in the order given."""
+    amount = functools.partial(decimal_amount, exponent=exponent)
+    ccy = escape(currency)
+    w = _Writer("Document", MessageType.CAMT_053.namespace)
+    w.parts.clear()
     append = w.parts.append
     for e in entries:
+        if type(e.amount) is not int or e.amount <= 0:
+            raise ValueError(f"statement entry {e.reference}: amount must be > 0: {e.amount!r}")
         booked = iso_datetime(e.booked_at)
         append(f'<Ntry><Amt Ccy="{ccy}">{amount(e.amount)}</Amt>')
         append(f"<CdtDbtInd>{CREDIT if e.credit else DEBIT}</CdtDbtInd>")
@@ -586,8 +665,13 @@ def statement(
             w.opt("TxId", e.tx_id)
             append("</Refs></TxDtls></NtryDtls>")
         append("</Ntry>")
-    w.parts.append("</Stmt></BkToCstmrStmt>")
-    return w.done("Document")
+    return "".join(w.parts).encode()
+
+
+def business_message_ends(app_hdr: bytes) -> tuple[bytes, bytes]:
+    """The BizMsg envelope around a Document written in pieces: what goes before it
+    (with the AppHdr `app_hdr`) and what goes after it (see `business_message`)."""
+    return _OPEN + app_hdr, _CLOSE
 
 
 def fragment(element: etree._Element) -> bytes:

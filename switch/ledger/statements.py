@@ -8,7 +8,7 @@ A participant's settlement position here is its whole position, available plus r
 what it holds in the scheme's joint account. Only funding, defunding and settlement move
 it (a reservation or a release moves money between its own two accounts and is not a
 statement entry). A day's statement has the position at the day's start (opening), one
-entry per movement booked during the day, in journal order, and the position at the day's
+entry per movement booked during the day, in the order booked, and the position at the day's
 end (closing = opening + credits - debits).
 
 Business days are named by a date. The day that ends at the rollover instant on calendar
@@ -25,7 +25,7 @@ Pure: no I/O and no clock; the caller says what time it is.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Final
@@ -37,11 +37,10 @@ __all__ = [
     "MAX_CATCH_UP_DAYS",
     "BusinessCalendar",
     "BusinessDay",
-    "DayStatement",
     "Movement",
     "StatementLine",
-    "day_statements",
     "position_totals",
+    "statement_lines",
 ]
 
 MAX_CATCH_UP_DAYS: Final = 31
@@ -155,17 +154,6 @@ class StatementLine:
     uetr: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DayStatement:
-    """A participant's position over one business day."""
-
-    participant: str
-    day: BusinessDay
-    opening: int
-    closing: int
-    lines: tuple[StatementLine, ...]
-
-
 def _owner(account: str) -> str:
     return split_account(account)[0]
 
@@ -183,21 +171,16 @@ def _line(m: Movement, credit: bool) -> StatementLine:
     )
 
 
-def day_statements(
-    day: BusinessDay,
-    participants: Iterable[str],
-    openings: Mapping[str, int],
-    movements: Sequence[Movement],
-) -> dict[str, DayStatement]:
-    """Every participant's statement of `day`, from its opening position and the day's
-    journal `movements` (all participants', in journal order; entries of other days or
-    that do not move a position are refused or ignored, respectively).
+def statement_lines(
+    day: BusinessDay, wanted: Container[str], movements: Iterable[Movement]
+) -> Iterator[tuple[str, StatementLine]]:
+    """(participant, line) for every line that journal `movements` of `day` put on the
+    statements of the `wanted` participants, in the order of the movements.
 
     A settlement is a debit on the debtor agent's statement and a credit on the creditor
-    agent's. `openings` lacks a participant whose position was never moved: it opens at 0.
+    agent's; entries that do not move a position are skipped, and an entry of another
+    day is refused (ValueError).
     """
-    wanted = set(participants)
-    lines: dict[str, list[StatementLine]] = {p: [] for p in wanted}
     for m in movements:
         if not day.start <= m.at < day.end:
             raise ValueError(
@@ -207,16 +190,9 @@ def day_statements(
             continue
         payer, payee = _owner(m.entry.debit), _owner(m.entry.credit)
         if payer in wanted:
-            lines[payer].append(_line(m, credit=False))
+            yield payer, _line(m, credit=False)
         if payee in wanted:
-            lines[payee].append(_line(m, credit=True))
-    found = {}
-    for p in sorted(wanted):
-        opening = openings.get(p, 0)
-        ls = tuple(lines[p])
-        closing = opening + sum(x.amount if x.credit else -x.amount for x in ls)
-        found[p] = DayStatement(participant=p, day=day, opening=opening, closing=closing, lines=ls)
-    return found
+            yield payee, _line(m, credit=True)
 
 
 def position_totals(credited: Mapping[str, int], debited: Mapping[str, int]) -> dict[str, int]:

@@ -644,8 +644,10 @@ def batch_status(r: Any, ts: Timestamp) -> BatchItemStatus:
 STATEMENT_MOVEMENTS: Final = """
 SELECT j.seq, j.at, j.kind, j.debit, j.credit, j.amount, j.ref, p.end_to_end_id, p.tx_id, p.uetr
   FROM journal j LEFT JOIN payments p ON j.kind = 'settle' AND p.id = j.ref
- WHERE j.at >= $1 AND j.at < $2 AND j.kind IN ('fund', 'defund', 'settle')
- ORDER BY j.seq
+ WHERE j.at >= $1 AND j.at < $2 AND (j.at > $1 OR j.seq > $3)
+   AND j.kind IN ('fund', 'defund', 'settle')
+ ORDER BY j.at, j.seq
+ LIMIT $4
 """
 JOURNAL_CREDITED_BEFORE: Final = (
     "SELECT credit, sum(amount) FROM journal WHERE at < $1 GROUP BY credit"

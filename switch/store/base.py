@@ -592,9 +592,14 @@ class Store(abc.ABC):
     # --- end-of-day statements -----------------------------------------------------------
 
     @abc.abstractmethod
-    async def statement_movements(self, start: datetime, end: datetime) -> list[Movement]:
-        """The journal's fund, defund and settle entries booked in [start, end), in journal
-        order; each settlement with the EndToEndId, TxId and UETR of its payment."""
+    async def statement_movements(
+        self, start: datetime, end: datetime, *, after: int = -1, limit: int = 5000
+    ) -> list[Movement]:
+        """The journal's fund, defund and settle entries booked in [start, end), in booking
+        order (then journal order); each settlement with the EndToEndId, TxId and UETR of
+        its payment. One page of at most `limit`: the next page starts at the last
+        movement's booking time, `after` its seq (entries booked at `start` with a seq
+        up to `after` are left out)."""
 
     @abc.abstractmethod
     async def journal_sums_before(self, at: datetime) -> tuple[dict[str, int], dict[str, int]]:

@@ -897,9 +897,12 @@ class PostgresStore(Store):
 
     # --- end-of-day statements ------------------------------------------------------------
 
-    async def statement_movements(self, start: datetime, end: datetime) -> list[Movement]:
-        """The fund, defund and settle entries booked in [start, end), in journal order."""
-        rows = await self._fetch(_rows.STATEMENT_MOVEMENTS, start, end)
+    async def statement_movements(
+        self, start: datetime, end: datetime, *, after: int = -1, limit: int = 5000
+    ) -> list[Movement]:
+        """A page of the fund, defund and settle entries booked in [start, end)."""
+        limit = _rows.positive_limit(limit)
+        rows = await self._fetch(_rows.STATEMENT_MOVEMENTS, start, end, after, limit)
         return [_rows.movement(r, _same) for r in rows]
 
     async def journal_sums_before(self, at: datetime) -> tuple[dict[str, int], dict[str, int]]:

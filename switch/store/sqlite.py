@@ -779,9 +779,12 @@ class SqliteStore(Store):
 
     # --- end-of-day statements ------------------------------------------------------------
 
-    async def statement_movements(self, start: datetime, end: datetime) -> list[Movement]:
-        """The fund, defund and settle entries booked in [start, end), in journal order."""
-        rows = await self._read(_q(_rows.STATEMENT_MOVEMENTS), (_ts(start), _ts(end)))
+    async def statement_movements(
+        self, start: datetime, end: datetime, *, after: int = -1, limit: int = 5000
+    ) -> list[Movement]:
+        """A page of the fund, defund and settle entries booked in [start, end)."""
+        limit = _rows.positive_limit(limit)
+        rows = await self._read(_q(_rows.STATEMENT_MOVEMENTS), (_ts(start), _ts(end), after, limit))
         return [_rows.movement(r, _dt) for r in rows]
 
     async def journal_sums_before(self, at: datetime) -> tuple[dict[str, int], dict[str, int]]:

@@ -15,7 +15,7 @@ import asyncio
 import dataclasses
 import hashlib
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Collection, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -29,15 +29,18 @@ from lxml import etree
 
 from participants.batchfile import BatchTransaction, write_batch_file
 from participants.connector import BankConnector
+from sftp_bridge import rollover as rollover_module
 from sftp_bridge.bridge import FileOutcome
+from sftp_bridge.outbox import work_dir
 from sftp_bridge.service import BatchChannel
 from simulators.bank import SimulatedBank
 from switch.core import Participant
 from switch.core.money import to_minor
 from switch.engine import Engine
 from switch.iso20022 import MessageType, ParseLimits, parse, validate
+from switch.iso20022.build import StatementTotals
 from switch.iso20022.views import Agent
-from switch.ledger.statements import DayStatement, StatementLine
+from switch.ledger.statements import BusinessDay, StatementLine
 from switch.security.messages import MessageSecurity
 from switch.security.pki import SchemeCA, TrustStore
 from switch.security.xmldsig import Signer, Verifier
@@ -436,9 +439,11 @@ def entries(stmt: etree._Element) -> list[tuple[str, str, int, str | None]]:
     ]
 
 
+@pytest.mark.parametrize("page", [2, rollover_module.PAGE])
 async def test_at_rollover_every_participant_gets_its_statement(
-    bs: BatchSwitch, tmp_path: Path
+    bs: BatchSwitch, tmp_path: Path, page: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(rollover_module, "PAGE", page)  # the day's journal read by pages
     specs = [(B, "200300400", "10.00")] * 3 + [(C, "300400500", "2.50")]
     specs += [(B, "AC04-000001", "7.00")]
     raw = batch_file(bs, tmp_path, specs)
@@ -508,10 +513,11 @@ async def test_a_statement_delivered_before_a_crash_is_kept_and_recorded_once(
 
 
 async def test_a_busy_days_statement_is_signed_as_a_stream(bs: BatchSwitch) -> None:
-    """A statement far over the real-time message size is delivered, signed and valid."""
+    """A statement far over the real-time message size is written page by page, signed as
+    a stream, delivered, and valid."""
     rollover = bs.channel.rollover
     day = rollover.calendar.day_of(datetime.now(UTC))
-    lines = tuple(
+    lines = [
         StatementLine(
             amount=100 + i,
             credit=i % 3 != 0,
@@ -522,10 +528,18 @@ async def test_a_busy_days_statement_is_signed_as_a_stream(bs: BatchSwitch) -> N
             uetr=str(uuid.uuid4()),
         )
         for i in range(6000)
-    )
-    closing = 5_000_000 + sum(x.amount if x.credit else -x.amount for x in lines)
-    st = DayStatement(participant=A, day=day, opening=5_000_000, closing=closing, lines=lines)
-    outcome = await asyncio.to_thread(rollover._deliver, st, 7, datetime.now(UTC))
+    ]
+    totals = StatementTotals()
+    for line in lines:
+        totals.add(rollover_module._entry(line))
+    closing = 5_000_000 + totals.credits - totals.debits
+    plan = rollover_module._Plan(A, day, 5_000_000, closing, totals, 7)
+    now = datetime.now(UTC)
+    await asyncio.to_thread(rollover._begin, [plan], now)
+    for i in range(0, len(lines), 1000):
+        page = [(A, line) for line in lines[i : i + 1000]]
+        await asyncio.to_thread(rollover._append, {A: plan}, page)
+    outcome = await asyncio.to_thread(rollover._deliver, plan, now)
     raw = outcome.path.read_bytes()
     assert len(raw) > 2 * ParseLimits().max_bytes
     assert outcome.record.sha256 == hashlib.sha256(raw).hexdigest()
@@ -537,3 +551,37 @@ async def test_a_busy_days_statement_is_signed_as_a_stream(bs: BatchSwitch) -> N
     stmt = msg.document.find(f"{S}BkToCstmrStmt/{S}Stmt") if msg.document is not None else None
     assert stmt is not None and balance(stmt, "CLBD") == closing
     assert len(entries(stmt)) == 6000
+
+
+async def test_a_statement_whose_day_changes_while_it_is_written_waits(
+    bs: BatchSwitch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An entry booked into the day between the two readings of its journal (the clock
+    late by more than the statement delay): that participant's statement is not
+    delivered with totals its entries do not match; the next look delivers it whole."""
+    rollover = bs.channel.rollover
+    today = rollover.calendar.day_of(datetime.now(UTC))
+    day_totals = rollover._day_totals
+    late = {"done": False}
+
+    async def then_a_late_entry(
+        day: BusinessDay, participants: Collection[str]
+    ) -> dict[str, StatementTotals]:
+        totals = await day_totals(day, participants)
+        if day == today and not late["done"]:
+            late["done"] = True
+            await bs.engine.fund(A, 12_345, "late-funding")
+        return totals
+
+    monkeypatch.setattr(rollover, "_day_totals", then_a_late_entry)
+    now = after_rollover(bs)
+    done = await rollover.roll(now)
+    assert sorted(o.record.participant for o in done) == sorted(set(MEMBERS) - {A})
+    assert not list((bs.root / A / "outbox").glob("camt053_*"))
+    assert not list(work_dir(bs.root).glob("*.unsigned"))
+    (again,) = await rollover.roll(now + timedelta(minutes=1))
+    assert again.record.participant == A and again.record.sequence == 1
+    assert again.record.closing == bs.engine.book.position(A).total
+    stmt = read_statement(bs, again.path.read_bytes())
+    assert ("fund", "CRDT", 12_345, None) in entries(stmt)
+    assert await rollover.roll(now + timedelta(minutes=2)) == []

@@ -521,3 +521,33 @@ async def test_small_and_large_batches_commit_alike(store: Store, n: int) -> Non
     after = await store.load_state()
     assert after.positions[A] == state.positions[A]
     assert len(after.inbound_hashes) == n  # the refused batch wrote nothing
+
+
+async def test_statement_movements_come_in_pages_in_booking_order(store: Store) -> None:
+    """Paging by (booking time, seq) gives every movement of the day once, in order, however
+    many share one booking time (a batch commits its entries at one instant)."""
+    await store.upsert_participants(PARTICIPANTS)
+    for round_ in range(3):  # three batches: entries of one batch share their booking time
+        book = book_of(await store.load_state())
+        entries = [
+            e for i in range(7) for e in book.fund(A if i % 2 else B, 10 + i, f"f{round_}-{i}")
+        ]
+        await store.commit_batch(Batch(journal=entries, deltas=net_deltas(entries)))
+    start = datetime.now(UTC) - timedelta(hours=1)
+    end = datetime.now(UTC) + timedelta(hours=1)
+    whole = await store.statement_movements(start, end, limit=1000)
+    assert len(whole) == 21
+    assert [(m.at, m.seq) for m in whole] == sorted((m.at, m.seq) for m in whole)
+    for size in (1, 4, 21):
+        got = []
+        cursor, after = start, -1
+        while page := await store.statement_movements(
+            start=cursor, end=end, after=after, limit=size
+        ):
+            assert len(page) <= size
+            got += page
+            cursor, after = page[-1].at, page[-1].seq
+        assert got == whole
+    assert await store.statement_movements(end, end + timedelta(hours=1)) == []
+    with pytest.raises(ValueError, match="page size"):
+        await store.statement_movements(start, end, limit=0)

@@ -15,8 +15,8 @@ from switch.ledger.statements import (
     MAX_CATCH_UP_DAYS,
     BusinessCalendar,
     Movement,
-    day_statements,
     position_totals,
+    statement_lines,
 )
 
 NY = "America/New_York"
@@ -103,7 +103,7 @@ def movement(
     return Movement(seq=seq, at=at, entry=entry, end_to_end_id=e2e)
 
 
-def test_a_day_statement_shows_each_movement_of_the_position_once() -> None:
+def test_a_statement_shows_each_movement_of_the_position_once() -> None:
     cal = BusinessCalendar("00:00", NY)
     day = cal.day(date(2026, 11, 21))
     t = day.start + timedelta(hours=3)
@@ -115,27 +115,27 @@ def test_a_day_statement_shows_each_movement_of_the_position_once() -> None:
         movement(5, t, EntryKind.RELEASE, f"{A}:reserved", f"{A}:available", 700),
         movement(6, t, EntryKind.DEFUND, f"{B}:available", "scheme:funding", 300),
     ]
-    got = day_statements(day, [A, B, "BNKCUS33XXX"], {A: 10_000, B: 2_000}, moves)
-    a, b, c = got[A], got[B], got["BNKCUS33XXX"]
-    assert [(x.kind, x.credit, x.amount, x.reference) for x in a.lines] == [
+    got = list(statement_lines(day, {A, B, "BNKCUS33XXX"}, moves))
+    a = [line for p, line in got if p == A]
+    b = [line for p, line in got if p == B]
+    assert [(x.kind, x.credit, x.amount, x.reference) for x in a] == [
         ("fund", True, 50_000, "1"),
         ("settle", False, 1_000, "3"),
     ]
-    assert a.lines[1].end_to_end_id == "E2E-1"
-    assert (a.opening, a.closing) == (10_000, 59_000)
-    assert [(x.kind, x.credit, x.amount) for x in b.lines] == [
+    assert a[1].end_to_end_id == "E2E-1"
+    assert [(x.kind, x.credit, x.amount) for x in b] == [
         ("settle", True, 1_000),
         ("defund", False, 300),
     ]
-    assert (b.opening, b.closing) == (2_000, 2_700)
-    assert (c.opening, c.closing, c.lines) == (0, 0, ())
+    assert [p for p, _ in got] == [A, A, B, B]  # in journal order; C never moved
+    assert [p for p, _ in statement_lines(day, {B}, moves)] == [B, B]  # only those wanted
 
 
 def test_a_movement_of_another_day_is_refused() -> None:
     day = BusinessCalendar("00:00", NY).day(date(2026, 11, 21))
     late = movement(9, day.end, EntryKind.FUND, "scheme:funding", f"{A}:available", 5)
     with pytest.raises(ValueError, match="not of business day 2026-11-21"):
-        day_statements(day, [A], {}, [late])
+        list(statement_lines(day, {A}, [late]))
 
 
 def test_position_totals_add_both_accounts_and_leave_out_the_scheme() -> None:
