@@ -546,8 +546,7 @@ class StatementTotals:
 
     def add(self, e: StatementEntry) -> None:
         """Count entry `e`; ValueError unless its amount is an int > 0."""
-        if type(e.amount) is not int or e.amount <= 0:
-            raise ValueError(f"statement entry {e.reference}: amount must be > 0: {e.amount!r}")
+        _check_entry(e)
         if e.credit:
             self.credits += e.amount
             self.n_credits += 1
@@ -558,6 +557,11 @@ class StatementTotals:
     @property
     def entries(self) -> int:
         return self.n_credits + self.n_debits
+
+
+def _check_entry(e: StatementEntry) -> None:
+    if type(e.amount) is not int or e.amount <= 0:
+        raise ValueError(f"statement entry {e.reference}: amount must be > 0: {e.amount!r}")
 
 
 STATEMENT_TAIL: Final = b"</Stmt></BkToCstmrStmt></Document>"
@@ -647,8 +651,7 @@ def statement_entries(entries: Iterable[StatementEntry], *, currency: str, expon
     w.parts.clear()
     append = w.parts.append
     for e in entries:
-        if type(e.amount) is not int or e.amount <= 0:
-            raise ValueError(f"statement entry {e.reference}: amount must be > 0: {e.amount!r}")
+        _check_entry(e)
         booked = iso_datetime(e.booked_at)
         append(f'<Ntry><Amt Ccy="{ccy}">{amount(e.amount)}</Amt>')
         append(f"<CdtDbtInd>{CREDIT if e.credit else DEBIT}</CdtDbtInd>")

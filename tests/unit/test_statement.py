@@ -483,3 +483,37 @@ def test_the_example_statement_is_valid_and_adds_up() -> None:
     assert stmt.opening is not None and stmt.closing is not None
     net = sum(e.amount.value if e.credit else -e.amount.value for e in stmt.entries)
     assert stmt.closing.value == stmt.opening.value + net
+
+
+def test_a_statement_written_in_pieces_is_the_same_document() -> None:
+    """Head, entries page by page, tail: byte for byte what `statement` writes whole."""
+    whole = document()
+    totals = build.StatementTotals()
+    for e in ENTRIES:
+        totals.add(e)
+    fields: dict[str, Any] = {
+        "msg_id": "SW5f2c1a9e0b3d400000009321",
+        "statement_id": "BNKAUS33XXX-2026-11-21",
+        "sequence": 326,
+        "created": CREATED,
+        "period_from": DAY_START,
+        "period_to": DAY_END,
+        "participant_bicfi": BANK,
+        "account_id": BANK,
+        "servicer_bicfi": SWITCH,
+        "currency": "USD",
+        "exponent": 2,
+        "opening": OPENING,
+        "closing": closing_of(OPENING, tuple(ENTRIES)),
+    }
+    pieces = [build.statement_head(**fields, totals=totals)]
+    for i in range(0, len(ENTRIES), 2):
+        pieces.append(build.statement_entries(ENTRIES[i : i + 2], currency="USD", exponent=2))
+    assert b"".join([*pieces, build.STATEMENT_TAIL]) == whole
+    wrong = build.StatementTotals(credits=totals.credits + 1, n_credits=totals.n_credits)
+    with pytest.raises(ValueError, match="does not add up"):
+        build.statement_head(**fields, totals=wrong)
+    with pytest.raises(ValueError, match="negative totals"):
+        build.statement_head(
+            **{**fields, "closing": OPENING}, totals=build.StatementTotals(n_debits=-1)
+        )
