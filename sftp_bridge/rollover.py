@@ -47,7 +47,6 @@ from switch.ledger.statements import (
     BusinessCalendar,
     BusinessDay,
     StatementLine,
-    position_totals,
     statement_lines,
 )
 from switch.security.filesig import SGNTR_PLACEHOLDER, sign_file
@@ -128,8 +127,7 @@ class Rollover:
             return []
         first = min((d[0] for d in due.values()), key=lambda d: d.date)
         last_day = max((d[-1] for d in due.values()), key=lambda d: d.date)
-        credited, debited = await self.store.journal_sums_before(first.start)
-        openings = position_totals(credited, debited)
+        openings = await self.store.positions_before(first.start)
         sequences = {p: r.sequence for p, r in latest.items()}
         failed: set[str] = set()  # not made this time: their later days wait for it
         done: list[StatementOutcome] = []

@@ -40,6 +40,7 @@ __all__ = [
     "Movement",
     "StatementLine",
     "position_totals",
+    "positions_before",
     "statement_lines",
 ]
 
@@ -193,6 +194,16 @@ def statement_lines(
             yield payer, _line(m, credit=False)
         if payee in wanted:
             yield payee, _line(m, credit=True)
+
+
+def positions_before(
+    now: Mapping[str, int], credited_since: Mapping[str, int], debited_since: Mapping[str, int]
+) -> dict[str, int]:
+    """Each participant's whole position at an instant, from its whole position `now` and
+    the sums of the journal amounts credited to and debited from each account since that
+    instant (read in the same snapshot as `now`): the journal before it is not needed."""
+    since = position_totals(credited_since, debited_since)
+    return {p: total - since.get(p, 0) for p, total in now.items()}
 
 
 def position_totals(credited: Mapping[str, int], debited: Mapping[str, int]) -> dict[str, int]:

@@ -649,11 +649,13 @@ SELECT j.seq, j.at, j.kind, j.debit, j.credit, j.amount, j.ref, p.end_to_end_id,
  ORDER BY j.at, j.seq
  LIMIT $4
 """
-JOURNAL_CREDITED_BEFORE: Final = (
-    "SELECT credit, sum(amount) FROM journal WHERE at < $1 GROUP BY credit"
-)
-JOURNAL_DEBITED_BEFORE: Final = (
-    "SELECT debit, sum(amount) FROM journal WHERE at < $1 GROUP BY debit"
+POSITIONS_BEFORE: Final = (
+    # A participant's whole position now, and what the journal booked since $1 moved
+    # into (+) and out of (-) its accounts: read in one snapshot, they give the position
+    # before $1 reading only the journal since (`statements.positions_before`).
+    "SELECT participant, available + reserved FROM positions",
+    "SELECT credit, sum(amount) FROM journal WHERE at >= $1 GROUP BY credit",
+    "SELECT debit, sum(amount) FROM journal WHERE at >= $1 GROUP BY debit",
 )
 STATEMENT_COLS: Final = (
     "participant, business_day, sequence, msg_id, file_name, period_from, period_to, "

@@ -602,9 +602,10 @@ class Store(abc.ABC):
         up to `after` are left out)."""
 
     @abc.abstractmethod
-    async def journal_sums_before(self, at: datetime) -> tuple[dict[str, int], dict[str, int]]:
-        """(amount credited to, amount debited from) each account by the journal entries
-        booked before `at`."""
+    async def positions_before(self, at: datetime) -> dict[str, int]:
+        """Each participant's whole position (available + reserved) as the journal
+        entries booked before `at` left it: its position now less what was booked since
+        (one snapshot), so that only the journal since `at` is read."""
 
     @abc.abstractmethod
     async def statements_latest(self) -> dict[str, StatementRecord]:

@@ -56,7 +56,7 @@ from switch.ledger import (
     lock_order,
     net_funding,
 )
-from switch.ledger.statements import Movement
+from switch.ledger.statements import Movement, positions_before
 from switch.store import _rows
 from switch.store.base import (
     Approval,
@@ -905,11 +905,23 @@ class PostgresStore(Store):
         rows = await self._fetch(_rows.STATEMENT_MOVEMENTS, start, end, after, limit)
         return [_rows.movement(r, _same) for r in rows]
 
-    async def journal_sums_before(self, at: datetime) -> tuple[dict[str, int], dict[str, int]]:
-        """(credited to, debited from) each account by the entries booked before `at`."""
-        credited = await self._fetch(_rows.JOURNAL_CREDITED_BEFORE, at)
-        debited = await self._fetch(_rows.JOURNAL_DEBITED_BEFORE, at)
-        return {r[0]: int(r[1]) for r in credited}, {r[0]: int(r[1]) for r in debited}
+    async def positions_before(self, at: datetime) -> dict[str, int]:
+        """Each participant's whole position as the entries booked before `at` left it."""
+        now_q, credited_q, debited_q = _rows.POSITIONS_BEFORE
+        pool = await self._get_pool()
+        async with (
+            pool.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            now = await conn.fetch(now_q)
+            credited = await conn.fetch(credited_q, at)
+            debited = await conn.fetch(debited_q, at)
+        self.round_trips += 5
+        return positions_before(
+            {r[0]: int(r[1]) for r in now},
+            {r[0]: int(r[1]) for r in credited},
+            {r[0]: int(r[1]) for r in debited},
+        )
 
     async def statements_latest(self) -> dict[str, StatementRecord]:
         """Each participant's latest statement."""

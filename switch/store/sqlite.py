@@ -46,7 +46,7 @@ from switch.ledger import (
     lock_order,
     net_funding,
 )
-from switch.ledger.statements import Movement
+from switch.ledger.statements import Movement, positions_before
 from switch.store import _rows
 from switch.store.base import (
     Approval,
@@ -787,11 +787,27 @@ class SqliteStore(Store):
         rows = await self._read(_q(_rows.STATEMENT_MOVEMENTS), (_ts(start), _ts(end), after, limit))
         return [_rows.movement(r, _dt) for r in rows]
 
-    async def journal_sums_before(self, at: datetime) -> tuple[dict[str, int], dict[str, int]]:
-        """(credited to, debited from) each account by the entries booked before `at`."""
-        credited = await self._read(_q(_rows.JOURNAL_CREDITED_BEFORE), (_ts(at),))
-        debited = await self._read(_q(_rows.JOURNAL_DEBITED_BEFORE), (_ts(at),))
-        return {r[0]: int(r[1]) for r in credited}, {r[0]: int(r[1]) for r in debited}
+    async def positions_before(self, at: datetime) -> dict[str, int]:
+        """Each participant's whole position as the entries booked before `at` left it."""
+        now_q, credited_q, debited_q = (_q(q) for q in _rows.POSITIONS_BEFORE)
+
+        def work(conn: sqlite3.Connection) -> list[list[Any]]:
+            self._x(conn, "BEGIN")
+            try:
+                return [
+                    self._x(conn, now_q).fetchall(),
+                    self._x(conn, credited_q, (_ts(at),)).fetchall(),
+                    self._x(conn, debited_q, (_ts(at),)).fetchall(),
+                ]
+            finally:
+                self._x(conn, "COMMIT")
+
+        now, credited, debited = await self._run(work)
+        return positions_before(
+            {r[0]: int(r[1]) for r in now},
+            {r[0]: int(r[1]) for r in credited},
+            {r[0]: int(r[1]) for r in debited},
+        )
 
     async def statements_latest(self) -> dict[str, StatementRecord]:
         """Each participant's latest statement."""

@@ -551,3 +551,17 @@ async def test_statement_movements_come_in_pages_in_booking_order(store: Store) 
     assert await store.statement_movements(end, end + timedelta(hours=1)) == []
     with pytest.raises(ValueError, match="page size"):
         await store.statement_movements(start, end, limit=0)
+
+
+async def test_positions_before_an_instant_read_only_the_journal_since(store: Store) -> None:
+    await store.upsert_participants(PARTICIPANTS)
+    await fund(store, {A: 700})
+    await asyncio.sleep(0.01)
+    between = datetime.now(UTC)
+    await asyncio.sleep(0.01)
+    await fund(store, {A: 300, B: 50})
+    zero = {p.id: 0 for p in PARTICIPANTS}
+    assert await store.positions_before(between) == {**zero, A: 700}
+    assert await store.positions_before(between - timedelta(days=1)) == zero
+    later = await store.positions_before(datetime.now(UTC) + timedelta(seconds=5))
+    assert later == {**zero, A: 1_000, B: 50}

@@ -16,6 +16,7 @@ from switch.ledger.statements import (
     BusinessCalendar,
     Movement,
     position_totals,
+    positions_before,
     statement_lines,
 )
 
@@ -152,3 +153,11 @@ def test_position_totals_add_both_accounts_and_leave_out_the_scheme() -> None:
         f"{B}:available": 40,
     }
     assert position_totals(credited, debited) == {A: 750, B: 110}
+
+
+def test_positions_before_take_back_what_was_booked_since() -> None:
+    now = {A: 1_000, B: 250, "BNKCUS33XXX": 0}
+    credited = {f"{A}:available": 400, f"{B}:reserved": 50, "scheme:funding": 75}
+    debited = {f"{A}:reserved": 100, f"{B}:available": 25, f"{A}:available": 50}
+    assert positions_before(now, credited, debited) == {A: 750, B: 225, "BNKCUS33XXX": 0}
+    assert positions_before(now, {}, {}) == now
