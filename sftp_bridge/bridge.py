@@ -58,6 +58,7 @@ from switch.core.rules import AgentRef
 from switch.engine import Engine
 from switch.iso20022 import MessageType, build, views
 from switch.iso20022.views import Agent
+from switch.metrics import BATCH_FILES
 from switch.security.filesig import SGNTR_PLACEHOLDER, sign_file
 from switch.store.base import BatchFileRecord, BatchFileState, BatchItemStatus
 from switch.transport.base import Delivery
@@ -290,6 +291,7 @@ class BatchBridge:
         self, record: BatchFileRecord, created: str | None, count: int | None
     ) -> FileOutcome:
         assert record.reason is not None
+        BATCH_FILES.labels("refused", record.reason).inc()
         log.info(
             "batch file %s of %s refused %s: %s",
             record.id,
@@ -407,6 +409,7 @@ class BatchBridge:
         finally:
             body.unlink(missing_ok=True)
         await self.store.batch_file_finish(record.id, name, now)
+        BATCH_FILES.labels("cleared", "").inc()
         log.info(
             "batch file %s done: %s (%s)",
             record.id,

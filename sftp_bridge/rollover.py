@@ -49,6 +49,7 @@ from switch.ledger.statements import (
     StatementLine,
     statement_lines,
 )
+from switch.metrics import STATEMENTS
 from switch.security.filesig import SGNTR_PLACEHOLDER, sign_file
 from switch.settings import BatchSettings
 from switch.store.base import StatementRecord
@@ -166,6 +167,7 @@ class Rollover:
                 for outcome in outcomes:
                     sequences[outcome.record.participant] = outcome.record.sequence
                     if await self.store.statement_record(outcome.record):
+                        STATEMENTS.labels("delivered").inc()
                         log.info(
                             "statement %s of %s for %s: %d entries, closing %d",
                             outcome.record.file_name,
@@ -225,6 +227,7 @@ class Rollover:
                 try:
                     outcomes.append(await asyncio.to_thread(self._deliver, plan, now))
                 except ValueError as exc:
+                    STATEMENTS.labels("not_made").inc()
                     log.error(
                         "statement of %s for %s not made: %s", plan.participant, day.date, exc
                     )

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ALIAS_LOOKUPS",
+    "BATCH_FILES",
+    "STATEMENTS",
     "EngineCollector",
     "LatencyHistogram",
     "TransportView",
@@ -49,6 +51,19 @@ ALIAS_LOOKUPS: Final = Counter(
     ["channel", "outcome"],
 )
 """Anti-enumeration (RULEBOOK §5): `outcome="refused"` counts the lookups refused."""
+
+BATCH_FILES: Final = Counter(
+    "rtpswitch_batch_files_total",
+    "Batch files answered (RULEBOOK §7), by outcome (cleared: every transaction decided "
+    "and the status file delivered; refused: the file as a whole) and refusal reason",
+    ["outcome", "reason"],
+)
+STATEMENTS: Final = Counter(
+    "rtpswitch_statements_total",
+    "End-of-day statements (camt.053), by outcome (delivered and recorded; not_made: the "
+    "day's journal changed while it was written, made again at the next look)",
+    ["outcome"],
+)
 
 
 @dataclass(slots=True)
@@ -154,6 +169,11 @@ class EngineCollector(Collector):
             "rtpswitch_engine_batches",
             "Batches the engine committed, sent and acknowledged",
             value=stats.batches,
+        )
+        yield GaugeMetricFamily(
+            "rtpswitch_batch_backlog",
+            "Transactions of batch files waiting for the engine (real-time traffic goes first)",
+            value=engine.batch_backlog,
         )
         yield GaugeMetricFamily(
             "rtpswitch_in_flight_payments",

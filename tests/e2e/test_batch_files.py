@@ -26,6 +26,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from lxml import etree
+from prometheus_client import REGISTRY
 
 from participants.batchfile import BatchTransaction, write_batch_file
 from participants.connector import BankConnector
@@ -265,9 +266,13 @@ async def test_a_file_clears_transaction_by_transaction(bs: BatchSwitch, tmp_pat
     specs += [("BNKZUS33XXX", "1", "3.00"), (B, "200300400", "5000.00")]
     raw = batch_file(bs, tmp_path, specs)
     before = {p: bs.available(p) for p in MEMBERS}
+    cleared = {"outcome": "cleared", "reason": ""}
+    files = REGISTRY.get_sample_value("rtpswitch_batch_files_total", cleared) or 0.0
     await asyncio.to_thread(bs.upload, raw, "batch-001.xml")
     outcome = await bs.outcome()
     assert outcome.record.state is BatchFileState.DONE
+    assert REGISTRY.get_sample_value("rtpswitch_batch_files_total", cleared) == files + 1
+    assert bs.engine.batch_backlog == 0
     assert outcome.record.tx_count == len(specs)
     status = await asyncio.to_thread(bs.fetch, outcome.status_file.name)
     doc = read_status(bs, status)
@@ -364,9 +369,12 @@ async def test_bad_files_get_a_clear_answer_and_nothing_clears(
         ),
     ]
     for name, data, code, words in cases:
+        refused = {"outcome": "refused", "reason": "unusable" if code == "admi" else code}
+        counted = REGISTRY.get_sample_value("rtpswitch_batch_files_total", refused) or 0.0
         await asyncio.to_thread(bs.upload, data, name)
         outcome = await bs.outcome()
         assert outcome.record.state is BatchFileState.REFUSED, name
+        assert REGISTRY.get_sample_value("rtpswitch_batch_files_total", refused) == counted + 1
         raw = await asyncio.to_thread(bs.fetch, outcome.status_file.name)
         doc = read_status(bs, raw)
         if code == "admi":
@@ -575,7 +583,15 @@ async def test_a_statement_whose_day_changes_while_it_is_written_waits(
 
     monkeypatch.setattr(rollover, "_day_totals", then_a_late_entry)
     now = after_rollover(bs)
+    counted = {
+        outcome: REGISTRY.get_sample_value("rtpswitch_statements_total", {"outcome": outcome})
+        or 0.0
+        for outcome in ("delivered", "not_made")
+    }
     done = await rollover.roll(now)
+    for outcome, more in (("delivered", len(MEMBERS) - 1), ("not_made", 1)):
+        got = REGISTRY.get_sample_value("rtpswitch_statements_total", {"outcome": outcome})
+        assert got == counted[outcome] + more
     assert sorted(o.record.participant for o in done) == sorted(set(MEMBERS) - {A})
     assert not list((bs.root / A / "outbox").glob("camt053_*"))
     assert not list(work_dir(bs.root).glob("*.unsigned"))

@@ -300,6 +300,7 @@ async def test_engine_counts_what_it_clears_and_a_scrape_renders_it(run: Run) ->
     assert value("rtpswitch_messages_out", "rtpswitch_messages_out_total", type="admi.002") == 1
     assert value("rtpswitch_engine_batches", "rtpswitch_engine_batches_total") == stats.batches
     assert value("rtpswitch_in_flight_payments") == 0
+    assert value("rtpswitch_batch_backlog") == 0
     # Positions in currency units: A paid 2 x 10.00 to B; the rest was released.
     assert value("rtpswitch_position_available", participant=A) == pytest.approx(980.0)
     assert value("rtpswitch_position_available", participant=B) == pytest.approx(1020.0)
