@@ -84,11 +84,10 @@ def closing_of(opening: int, entries: tuple[StatementEntry, ...]) -> int:
     return opening + sum(e.amount if e.credit else -e.amount for e in entries)
 
 
-def document(**overrides: Any) -> bytes:
-    """A statement Document of BNKAUS33XXX's position for 2026-11-21 (New York)."""
-    entries = overrides.get("entries", ENTRIES)
-    opening = overrides.get("opening", OPENING)
-    fields: dict[str, Any] = {
+def head_fields(opening: int, entries: tuple[StatementEntry, ...]) -> dict[str, Any]:
+    """What a statement of BNKAUS33XXX's position for 2026-11-21 (New York) states
+    besides its entries."""
+    return {
         "msg_id": "SW5f2c1a9e0b3d400000009321",
         "statement_id": "BNKAUS33XXX-2026-11-21",
         "sequence": 326,
@@ -101,9 +100,15 @@ def document(**overrides: Any) -> bytes:
         "currency": "USD",
         "exponent": 2,
         "opening": opening,
-        "closing": closing_of(opening, tuple(entries)),
-        "entries": entries,
+        "closing": closing_of(opening, entries),
     }
+
+
+def document(**overrides: Any) -> bytes:
+    """A statement Document of BNKAUS33XXX's position for 2026-11-21 (New York)."""
+    entries = overrides.get("entries", ENTRIES)
+    opening = overrides.get("opening", OPENING)
+    fields = {**head_fields(opening, tuple(entries)), "entries": entries}
     fields.update(overrides)
     return build.statement(**fields)
 
@@ -491,21 +496,7 @@ def test_a_statement_written_in_pieces_is_the_same_document() -> None:
     totals = build.StatementTotals()
     for e in ENTRIES:
         totals.add(e)
-    fields: dict[str, Any] = {
-        "msg_id": "SW5f2c1a9e0b3d400000009321",
-        "statement_id": "BNKAUS33XXX-2026-11-21",
-        "sequence": 326,
-        "created": CREATED,
-        "period_from": DAY_START,
-        "period_to": DAY_END,
-        "participant_bicfi": BANK,
-        "account_id": BANK,
-        "servicer_bicfi": SWITCH,
-        "currency": "USD",
-        "exponent": 2,
-        "opening": OPENING,
-        "closing": closing_of(OPENING, tuple(ENTRIES)),
-    }
+    fields = head_fields(OPENING, ENTRIES)
     pieces = [build.statement_head(**fields, totals=totals)]
     for i in range(0, len(ENTRIES), 2):
         pieces.append(build.statement_entries(ENTRIES[i : i + 2], currency="USD", exponent=2))
