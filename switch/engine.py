@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
 from switch.core import (
     AgentRef,
@@ -112,6 +112,9 @@ BICFI: Final = "BICFI"
 _YIELD_EVERY: Final = 16
 _READ_OFF_LOOP: Final = 128
 """Batches at least this large are read in the reader processes (when there are any)."""
+_READ_AHEAD: Final = 2
+"""Batches' worth of received messages being read at once, ahead of the one decided: with
+two, a reader process reads the next while the result of the one before travels back."""
 _SIGN_EVENTS: Final = {"SGON": ParticipantStatus.ACTIVE, "SGOF": ParticipantStatus.SIGNED_OFF}
 """admi.004 event codes a participant sends about itself, and the state each asks for."""
 ACCEPT_STATUSES: Final = frozenset({"ACSP", "ACCP", "ACSC", "ACCC", "ACWC"})
@@ -181,6 +184,15 @@ class _Command:
     cmd: OperatorCommand
     decision: ApprovalDecision | None
     future: asyncio.Future[Decision]
+
+
+@dataclass(slots=True)
+class _Reading:
+    """A received batch on its way through reading (`Engine._start_reading`)."""
+
+    deliveries: list[Delivery]
+    prepared: asyncio.Future[list[Inbound]]
+    started: float
 
 
 @dataclass(slots=True, kw_only=True)
@@ -299,6 +311,8 @@ class Engine:
         self._ahead: tuple[list[Delivery], asyncio.Future[list[Inbound]]] | None = None
         """File transactions taken from `_file_items` and being read in a reader process
         while the batch before them is decided (see `_file_batch`)."""
+        self._reading: deque[_Reading] = deque()
+        """Received batches being read, in the order they arrived (see `_start_reading`)."""
         self.running = False
         """True while `run` clears (operator commands are taken only then)."""
 
@@ -474,7 +488,7 @@ class Engine:
         """
         if self._readers is None:
             items = self._take_file_items(room)
-            return items, await self._read(items)
+            return items, self._read_here(items)
         if self._ahead is None:
             self._read_ahead()
             if self._ahead is None:
@@ -498,11 +512,7 @@ class Engine:
             return
         assert self._readers is not None
         reading = asyncio.get_running_loop().run_in_executor(
-            self._readers,
-            read_in_reader,
-            [(d.sender, d.data) for d in items],
-            self.limits,
-            frozenset(i for i, d in enumerate(items) if d.batch is not None),
+            self._readers, read_in_reader, *_to_read(items, self.limits)
         )
         self._ahead = (items, reading)
 
@@ -524,8 +534,11 @@ class Engine:
         done (or k+1 is full), k's messages are sent and its deliveries acknowledged, and
         k+1 starts committing, carrying the sent marks of k. Under light load a message
         commits at once; under heavy load batches grow to what arrives during one
-        commit. If a commit fails the engine stops: its memory is ahead of the store,
-        and a restart rebuilds it.
+        commit. Reading is pipelined too: a large batch is read in a reader process
+        while the one received before it is decided (batches are decided in the order
+        they arrived). If a commit fails the engine stops: its memory is ahead of the
+        store, and a restart rebuilds it. At stop, what was received is decided and
+        committed before the loop returns.
         """
         if not self._started:
             await self.start()
@@ -533,26 +546,43 @@ class Engine:
         pending: _Pending | None = None
         work: _Work | None = None
         taken: list[Delivery] = []
+        reading = self._reading
         self.running = True
         try:
-            while not stop.is_set():
-                if pending is None and work is None:
+            while not stop.is_set() or reading:
+                room = _READ_AHEAD * size - sum(len(r.deliveries) for r in reading)
+                head_ready = bool(reading) and reading[0].prepared.done()
+                committing = pending is not None and not pending.task.done()
+                if stop.is_set() or room <= 0:
+                    if pending is not None and committing and not head_ready:
+                        waits: list[asyncio.Future[Any]] = [pending.task, reading[0].prepared]
+                        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                elif pending is None and work is None and not reading:
                     wait = 0.0 if self._file_items or self._ahead else self._idle_wait()
-                    deliveries = await self.transport.receive_batch(size, wait)
-                elif pending is not None and not pending.task.done() and len(taken) < size:
-                    deliveries = await self.transport.receive_batch(size - len(taken), 0.001)
-                else:
-                    deliveries = []
+                    self._start_reading(await self.transport.receive_batch(size, wait))
+                elif committing and not head_ready and len(taken) < size:
+                    self._start_reading(await self.transport.receive_batch(room, 0.001))
+                deliveries: list[Delivery] = []
                 prepared: list[Inbound] = []
-                if deliveries:
-                    started = time.perf_counter()
-                    prepared = await self._read(deliveries)
-                    self.stats.stage_read.observe(time.perf_counter() - started)
-                if (self._file_items or self._ahead) and len(taken) + len(deliveries) < size:
+                took = False
+                if reading and (pending is None or reading[0].prepared.done()):
+                    head = reading.popleft()
+                    deliveries, prepared, took = head.deliveries, await head.prepared, True
+                    self.stats.stage_read.observe(time.perf_counter() - head.started)
+                    room += len(deliveries)
+                    if not stop.is_set() and room > 0:
+                        # What arrived meanwhile is read while this batch is decided.
+                        more = await self.transport.receive_batch(min(size, room), 0)
+                        self._start_reading(more)
+                if (
+                    (self._file_items or self._ahead)
+                    and (took or not reading)
+                    and len(taken) + len(deliveries) < size
+                ):
                     started = time.perf_counter()
                     from_files = await self._file_batch(size - len(taken) - len(deliveries))
-                    deliveries += from_files[0]
-                    prepared += from_files[1]
+                    deliveries = deliveries + from_files[0]
+                    prepared = prepared + from_files[1]
                     self.stats.stage_read.observe(time.perf_counter() - started)
                 await self._follow_directory(prepared)
                 now = self.clock()
@@ -586,6 +616,9 @@ class Engine:
         finally:
             self.running = False
             self._put_back_ahead()
+            for r in reading:
+                r.prepared.cancel()  # never acknowledged: the broker delivers them again
+            reading.clear()
             self._refuse_commands("the clearing engine stopped")
             if pending is not None:
                 await self._complete(pending)
@@ -597,6 +630,21 @@ class Engine:
             if self._readers is not None:
                 self._readers.shutdown(wait=False, cancel_futures=True)
                 self._readers = None
+
+    def _start_reading(self, deliveries: list[Delivery]) -> None:
+        """Queue `deliveries` for reading: in a reader process when large, else at once."""
+        if not deliveries:
+            return
+        started = time.perf_counter()
+        future: asyncio.Future[list[Inbound]]
+        if self._readers is None or len(deliveries) < _READ_OFF_LOOP:
+            future = asyncio.get_running_loop().create_future()
+            future.set_result(self._read_here(deliveries))
+        else:
+            future = asyncio.get_running_loop().run_in_executor(
+                self._readers, read_in_reader, *_to_read(deliveries, self.limits)
+            )
+        self._reading.append(_Reading(deliveries, future, started))
 
     async def _follow_directory(self, prepared: Sequence[Inbound]) -> None:
         """Catch up with the directory when a message needs it, or now and then.
@@ -647,18 +695,10 @@ class Engine:
             wait = max(0.0, min(wait, due))
         return wait
 
-    async def _read(self, deliveries: Sequence[Delivery]) -> list[Inbound]:
-        """Read `deliveries`: in the reader processes when the batch is large, else here."""
-        items = [(d.sender, d.data) for d in deliveries]
-        # A batch file is verified and validated whole (signature, scheme schemas); its
-        # transactions are not signed one by one, nor validated again.
-        verified = frozenset(i for i, d in enumerate(deliveries) if d.batch is not None)
-        if self._readers is None or len(deliveries) < _READ_OFF_LOOP:
-            return read_batch(items, self.limits, self.registry, self.security, verified=verified)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._readers, read_in_reader, items, self.limits, verified
-        )
+    def _read_here(self, deliveries: Sequence[Delivery]) -> list[Inbound]:
+        """Read `deliveries` on the event loop."""
+        items, limits, verified = _to_read(deliveries, self.limits)
+        return read_batch(items, limits, self.registry, self.security, verified=verified)
 
     async def _decide(
         self,
@@ -1495,6 +1535,18 @@ class Engine:
             self._status_to(p.debtor_agent, p, "RJCT", "AB05", now, work, text=text)
             if p.creditor_agent is not None:
                 self._status_to(p.creditor_agent, p, "RJCT", "AB05", now, work, text=text)
+
+
+def _to_read(
+    deliveries: Sequence[Delivery], limits: ParseLimits
+) -> tuple[list[tuple[str, bytes]], ParseLimits, frozenset[int]]:
+    """The arguments of `read_batch`/`read_in_reader` for `deliveries`.
+
+    A batch file is verified and validated whole (signature, scheme schemas); its
+    transactions are not verified one by one, nor validated again.
+    """
+    items = [(d.sender, d.data) for d in deliveries]
+    return items, limits, frozenset(i for i, d in enumerate(deliveries) if d.batch is not None)
 
 
 def _ref(agent: Agent | None) -> AgentRef | None:

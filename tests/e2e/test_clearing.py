@@ -15,6 +15,7 @@ from switch.core import PaymentState
 from switch.engine import Engine
 from switch.iso20022 import views
 from switch.iso20022.views import Agent
+from switch.transport import Delivery
 from tests.e2e.conftest import (
     OPENING,
     A,
@@ -293,6 +294,34 @@ async def test_many_payments_in_one_batch_net_once(switch: Switch) -> None:
     assert (await switch.store.conservation()).ok
     assert switch.engine.stats.settled == 2 * n
     assert switch.engine.stats.batches - batches <= 4  # the answers committed in few batches
+
+
+async def test_batches_are_decided_in_the_order_they_arrived(switch: Switch) -> None:
+    # A large batch goes to a reader process; a small one that arrived after it is read at
+    # once on the event loop, yet decided after it: the reuse of ORDER-1 is the duplicate.
+    await switch.halt()
+    engine = switch.engine = Engine(
+        settings=switch.settings, store=switch.store, transport=switch.network.switch
+    )
+    await engine.start()
+    large = [Delivery(A, pacs008(A, B, amount="1.00")) for _ in range(129)]
+    large.append(Delivery(A, pacs008(A, B, msg_id="ORDER-1", amount="1.00")))
+    engine._start_reading(large)
+    engine._start_reading([Delivery(A, pacs008(A, B, msg_id="ORDER-1", amount="3.00"))])
+    assert [r.prepared.done() for r in engine._reading] == [False, True]
+    stop = asyncio.Event()
+    stop.set()
+    await engine.run(stop)  # at stop, what was received is decided and committed
+    assert not engine._reading
+    forwarded = [await switch.receive(B) for _ in range(130)]
+    amounts = {
+        str(f.view.transactions[0].amount.value)
+        for f in forwarded
+        if isinstance(f.view, views.CreditTransfer)
+    }
+    assert amounts == {"1.00"}
+    assert status_of(await switch.receive(A)) == ("RJCT", ("DUPL",))
+    assert engine.book.position(A).reserved == 130 * 100
 
 
 async def test_agent_named_by_neither_bicfi_nor_member_id_is_rejected(switch: Switch) -> None:

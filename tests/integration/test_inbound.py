@@ -65,7 +65,10 @@ async def test_the_engine_reads_large_batches_in_its_reader_processes(tmp_path: 
         assert engine._readers is not None
         deliveries = [Delivery("BNKAUS33XXX", d) for d in _mix()]
         assert len(deliveries) >= 128
-        read = await engine._read(deliveries)
+        engine._start_reading(deliveries)
+        (reading,) = engine._reading
+        assert not reading.prepared.done()  # in a reader process, not on the event loop
+        read = await reading.prepared
         items = [(d.sender, d.data) for d in deliveries]
         assert read == read_batch(items, engine.limits, engine.registry)
     finally:
