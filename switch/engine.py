@@ -632,12 +632,17 @@ class Engine:
                 self._readers = None
 
     def _start_reading(self, deliveries: list[Delivery]) -> None:
-        """Queue `deliveries` for reading: in a reader process when large, else at once."""
+        """Queue `deliveries` for reading: in a reader process when large, else at once.
+
+        A small batch goes to the reader processes too when a batch before it is still
+        being read there: it could not be decided before that one anyway.
+        """
         if not deliveries:
             return
         started = time.perf_counter()
         future: asyncio.Future[list[Inbound]]
-        if self._readers is None or len(deliveries) < _READ_OFF_LOOP:
+        behind = any(not r.prepared.done() for r in self._reading)
+        if self._readers is None or (len(deliveries) < _READ_OFF_LOOP and not behind):
             future = asyncio.get_running_loop().create_future()
             future.set_result(self._read_here(deliveries))
         else:

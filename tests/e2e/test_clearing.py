@@ -12,7 +12,8 @@ import asyncio
 import pytest
 
 from switch.core import PaymentState
-from switch.engine import Engine
+from switch.engine import Engine, _Reading
+from switch.inbound import Inbound
 from switch.iso20022 import views
 from switch.iso20022.views import Agent
 from switch.transport import Delivery
@@ -297,8 +298,8 @@ async def test_many_payments_in_one_batch_net_once(switch: Switch) -> None:
 
 
 async def test_batches_are_decided_in_the_order_they_arrived(switch: Switch) -> None:
-    # A large batch goes to a reader process; a small one that arrived after it is read at
-    # once on the event loop, yet decided after it: the reuse of ORDER-1 is the duplicate.
+    # A large batch is in a reader process; a small one that arrived after it is read
+    # already, yet decided after it: the reuse of ORDER-1 is the duplicate.
     await switch.halt()
     engine = switch.engine = Engine(
         settings=switch.settings, store=switch.store, transport=switch.network.switch
@@ -307,7 +308,10 @@ async def test_batches_are_decided_in_the_order_they_arrived(switch: Switch) -> 
     large = [Delivery(A, pacs008(A, B, amount="1.00")) for _ in range(129)]
     large.append(Delivery(A, pacs008(A, B, msg_id="ORDER-1", amount="1.00")))
     engine._start_reading(large)
-    engine._start_reading([Delivery(A, pacs008(A, B, msg_id="ORDER-1", amount="3.00"))])
+    small = [Delivery(A, pacs008(A, B, msg_id="ORDER-1", amount="3.00"))]
+    read: asyncio.Future[list[Inbound]] = asyncio.get_running_loop().create_future()
+    read.set_result(engine._read_here(small))
+    engine._reading.append(_Reading(small, read, 0.0))
     assert [r.prepared.done() for r in engine._reading] == [False, True]
     stop = asyncio.Event()
     stop.set()

@@ -66,11 +66,19 @@ async def test_the_engine_reads_large_batches_in_its_reader_processes(tmp_path: 
         deliveries = [Delivery("BNKAUS33XXX", d) for d in _mix()]
         assert len(deliveries) >= 128
         engine._start_reading(deliveries)
-        (reading,) = engine._reading
+        reading = engine._reading.popleft()
         assert not reading.prepared.done()  # in a reader process, not on the event loop
         read = await reading.prepared
         items = [(d.sender, d.data) for d in deliveries]
         assert read == read_batch(items, engine.limits, engine.registry)
+        # A small batch is read on the event loop, unless one before it is still being
+        # read in a reader process: then it goes there too, to be decided after it.
+        engine._start_reading(deliveries[:3])
+        assert engine._reading.popleft().prepared.done()
+        engine._start_reading(deliveries)
+        engine._start_reading(deliveries[:3])
+        assert not any(r.prepared.done() for r in engine._reading)
+        assert await engine._reading.pop().prepared == read[:3]
     finally:
         if engine._readers is not None:
             engine._readers.shutdown()
