@@ -511,8 +511,9 @@ class Engine:
         if not items:
             return
         assert self._readers is not None
+        lines, verified = _to_read(items)
         reading = asyncio.get_running_loop().run_in_executor(
-            self._readers, read_in_reader, *_to_read(items, self.limits)
+            self._readers, read_in_reader, lines, self.limits, verified
         )
         self._ahead = (items, reading)
 
@@ -646,8 +647,9 @@ class Engine:
             future = asyncio.get_running_loop().create_future()
             future.set_result(self._read_here(deliveries))
         else:
+            items, verified = _to_read(deliveries)
             future = asyncio.get_running_loop().run_in_executor(
-                self._readers, read_in_reader, *_to_read(deliveries, self.limits)
+                self._readers, read_in_reader, items, self.limits, verified
             )
         self._reading.append(_Reading(deliveries, future, started))
 
@@ -702,8 +704,8 @@ class Engine:
 
     def _read_here(self, deliveries: Sequence[Delivery]) -> list[Inbound]:
         """Read `deliveries` on the event loop."""
-        items, limits, verified = _to_read(deliveries, self.limits)
-        return read_batch(items, limits, self.registry, self.security, verified=verified)
+        items, verified = _to_read(deliveries)
+        return read_batch(items, self.limits, self.registry, self.security, verified=verified)
 
     async def _decide(
         self,
@@ -1542,16 +1544,14 @@ class Engine:
                 self._status_to(p.creditor_agent, p, "RJCT", "AB05", now, work, text=text)
 
 
-def _to_read(
-    deliveries: Sequence[Delivery], limits: ParseLimits
-) -> tuple[list[tuple[str, bytes]], ParseLimits, frozenset[int]]:
-    """The arguments of `read_batch`/`read_in_reader` for `deliveries`.
+def _to_read(deliveries: Sequence[Delivery]) -> tuple[list[tuple[str, bytes]], frozenset[int]]:
+    """The (sender, bytes) items of `deliveries` and the positions of those already verified.
 
     A batch file is verified and validated whole (signature, scheme schemas); its
     transactions are not verified one by one, nor validated again.
     """
     items = [(d.sender, d.data) for d in deliveries]
-    return items, limits, frozenset(i for i, d in enumerate(deliveries) if d.batch is not None)
+    return items, frozenset(i for i, d in enumerate(deliveries) if d.batch is not None)
 
 
 def _ref(agent: Agent | None) -> AgentRef | None:
