@@ -146,8 +146,9 @@ _WRITE_ALL: Final = (
                          $40::text[], $41::bytea[], $42::timestamptz[], $43::text[],
                          $44::text[], $45::timestamptz[])
 ), snt AS (
-    UPDATE messages SET sent_at = $47
-     WHERE id = ANY($46::text[]) AND direction = 'out' AND sent_at IS NULL
+    UPDATE messages m SET sent_at = $47
+      FROM unnest($46::text[]) AS s(id)
+     WHERE m.id = s.id AND m.direction = 'out' AND m.sent_at IS NULL
 ), pos AS (""",
     )
     .replace(
@@ -184,9 +185,14 @@ INSERT INTO positions (participant) SELECT id FROM p ON CONFLICT (participant) D
 
 _SET_STATUS: Final = "UPDATE participants SET status = $2 WHERE id = $1"
 _MARK_SENT: Final = (
-    "UPDATE messages SET sent_at = $2 "
-    "WHERE id = ANY($1::text[]) AND direction = 'out' AND sent_at IS NULL"
+    "UPDATE messages m SET sent_at = $2 FROM unnest($1::text[]) AS s(id) "
+    "WHERE m.id = s.id AND m.direction = 'out' AND m.sent_at IS NULL"
 )
+"""Sets the sent marks of outbound messages. Written as a join with the ids (the batch's
+statement marks the same way): as `id = ANY(...)` with these filters, the planner, whose
+statistics see almost nothing unsent, chose the `messages_unsent` partial index (at, id)
+and tested every entry of it against the whole array of ids: milliseconds per message
+under load."""
 
 _RESPONSES_TO: Final = f"""
 SELECT {_MSG_COLS} FROM messages

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import sqlite3
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import pytest
@@ -29,6 +31,7 @@ from switch.store import (
 )
 from switch.store.postgres import PostgresStore
 from switch.store.sqlite import SqliteStore, sqlite_path
+from switch.store.testing import reset_database
 
 A, B, C = "BNKAUS33XXX", "BNKBUS33XXX", "BNKCUS33XXX"
 PARTICIPANTS = [
@@ -367,6 +370,57 @@ async def test_mark_sent_removes_from_unsent(store: Store) -> None:
         None,
         sent,
     ]
+
+
+@pytest.mark.postgres
+async def test_sent_marks_do_not_test_each_unsent_entry_against_all_ids(pg_url: str) -> None:
+    """The sent marks (alone and inside a batch's statement) never test every entry of the
+    outbox index against every id: as `id = ANY(...)` they did (the index's key leads with
+    `at`), and a batch's marks took milliseconds per message under load. The statistics
+    are those of a table with nothing unsent, as under steady load."""
+    await reset_database(pg_url)
+    store = PostgresStore(pg_url)
+    try:
+        await store.migrate()
+        sent = [message(f"s{i:04}", Direction.OUT, B) for i in range(4_000)]
+        await store.commit_batch(Batch(messages=sent))
+        await store.mark_sent([m.id for m in sent], T0)
+        conn = await asyncpg.connect(pg_url)
+        try:
+            await conn.execute("ANALYZE messages")  # the statistics say: none unsent
+            out = [message(f"o{i:04}", Direction.OUT, B) for i in range(600)]
+            await store.commit_batch(Batch(messages=out))
+            ids = [m.id for m in out]
+            for sql, args in (
+                (postgres._MARK_SENT, (ids, T0)),
+                (_sent_marks_of_the_batch_statement(), (ids, T0)),
+            ):
+                plan = json.loads(await conn.fetchval(f"EXPLAIN (FORMAT JSON) {sql}", *args))
+                assert not _scans_outbox_index_by_id(plan[0]["Plan"]), plan
+        finally:
+            await conn.close()
+        await store.mark_sent(ids, T0)
+        assert (await store.load_state()).unsent == []
+    finally:
+        await store.close()
+
+
+def _scans_outbox_index_by_id(node: dict[str, Any]) -> bool:
+    """Whether a plan node or one below it tests the ids against each `messages_unsent`
+    entry (searched for each id, or each entry filtered through the array of ids)."""
+    if node.get("Index Name") == "messages_unsent" and (
+        "id" in node.get("Index Cond", "") or "ANY" in node.get("Filter", "")
+    ):
+        return True
+    return any(_scans_outbox_index_by_id(n) for n in node.get("Plans", []))
+
+
+def _sent_marks_of_the_batch_statement() -> str:
+    """The sent-marks part of the one-statement batch write, as a statement of its own."""
+    text = postgres._WRITE_ALL
+    start = text.index("UPDATE messages")
+    body = text[start : text.index("), pos AS (", start)]
+    return body.replace("$47", "$2").replace("$46", "$1")
 
 
 # --- append-only ----------------------------------------------------------------------------
