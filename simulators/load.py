@@ -32,7 +32,7 @@ from simulators.bank import SimulatedBank
 from switch.core import Participant
 from switch.core.money import to_minor
 from switch.directory import BucketSettings
-from switch.engine import Engine
+from switch.engine import Engine, EngineStats
 from switch.iso20022 import MessageType
 from switch.iso20022.views import Agent, Proxy
 from switch.settings import Settings
@@ -90,6 +90,9 @@ class BenchResult:
     db_round_trips_per_payment: float
     mode: str
     store: str
+    stage_ms: dict[str, float]
+    """Mean milliseconds one engine batch spent in each stage during the measurement."""
+    deliveries_per_batch: float
 
     def as_json(self) -> dict[str, Any]:
         """The result as a JSON-ready dict."""
@@ -103,7 +106,20 @@ class BenchResult:
             "db_round_trips_per_payment": round(self.db_round_trips_per_payment, 4),
             "mode": self.mode,
             "store": self.store,
+            "stage_ms": {k: round(v, 2) for k, v in self.stage_ms.items()},
+            "deliveries_per_batch": round(self.deliveries_per_batch, 1),
         }
+
+
+def _stage_totals(stats: EngineStats) -> dict[str, tuple[int, float]]:
+    """(batches, seconds) so far of each engine stage, and deliveries per batch."""
+    return {
+        "read": (stats.stage_read.count, stats.stage_read.sum),
+        "decide": (stats.stage_decide.count, stats.stage_decide.sum),
+        "commit": (stats.stage_commit.count, stats.stage_commit.sum),
+        "send": (stats.stage_send.count, stats.stage_send.sum),
+        "batch": (stats.batch_size.count, stats.batch_size.sum),
+    }
 
 
 def percentile(sorted_ms: list[float], q: float) -> float:
@@ -190,6 +206,7 @@ async def run_load(
         await drive(time.perf_counter() + warmup)
         tx0 = getattr(store, "transactions", 0)
         rt0 = getattr(store, "round_trips", 0)
+        stages0 = _stage_totals(engine.stats)
         measuring = True
         t0 = time.perf_counter()
         await drive(t0 + seconds)
@@ -197,6 +214,10 @@ async def run_load(
         elapsed = time.perf_counter() - t0
         tx = getattr(store, "transactions", 0) - tx0
         rt = getattr(store, "round_trips", 0) - rt0
+        stages = {
+            k: (n - stages0[k][0], total - stages0[k][1])
+            for k, (n, total) in _stage_totals(engine.stats).items()
+        }
     finally:
         stop.set()
         for b in banks:
@@ -215,6 +236,10 @@ async def run_load(
         mode=(f"open loop at {rate:g}/s" if rate is not None else f"closed loop, window {window}")
         + (", every payment to an alias" if aliases else ""),
         store=settings.store.split("@")[-1],
+        stage_ms={
+            k: total * 1000 / n if n else 0.0 for k, (n, total) in stages.items() if k != "batch"
+        },
+        deliveries_per_batch=stages["batch"][1] / stages["batch"][0] if stages["batch"][0] else 0.0,
     )
 
 

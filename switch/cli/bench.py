@@ -93,7 +93,9 @@ def run(args: argparse.Namespace) -> int:
             f"({result.mode}): {result.payments_per_second:.0f} payments/s, "
             f"p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, "
             f"{result.db_transactions_per_payment:.3f} DB transactions and "
-            f"{result.db_round_trips_per_payment:.3f} round trips per payment"
+            f"{result.db_round_trips_per_payment:.3f} round trips per payment; "
+            f"{result.deliveries_per_batch:.0f} deliveries per batch, ms per batch: "
+            + ", ".join(f"{stage} {ms:.1f}" for stage, ms in result.stage_ms.items())
         )
     return 0
 

@@ -1,0 +1,34 @@
+"""`rtpswitch bench --stack embedded`: one short run, as an operator would start it.
+
+The report carries the figures of the issue (throughput, latency, DB transactions) and
+where the engine's batches spent their time, stage by stage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_embedded_bench_reports_throughput_latency_and_the_engine_stages() -> None:
+    cmd = [sys.executable, "-m", "switch.cli", "bench", "--stack", "embedded"]
+    cmd += ["--seconds", "1", "--json"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+
+    assert report["payments"] > 0
+    assert report["payments_per_second"] > 0
+    assert 0 < report["p50_ms"] <= report["p99_ms"]
+    assert report["db_transactions_per_payment"] > 0
+    assert set(report["stage_ms"]) == {"read", "decide", "commit", "send"}
+    assert report["stage_ms"]["commit"] > 0
+    assert report["stage_ms"]["decide"] > 0
+    # Each payment is two deliveries (its pacs.008, the creditor's pacs.002), in batches.
+    assert report["deliveries_per_batch"] >= 1
