@@ -44,6 +44,13 @@ MSG_COLS: Final = (
     "id, direction, participant, msg_type, biz_msg_id, sha256, raw, at, payment_id, "
     "in_reply_to, sent_at"
 )
+"""The columns of `messages`, as written."""
+MSG_SELECT: Final = MSG_COLS.replace(
+    "sent_at",
+    "coalesce(sent_at, (SELECT s.sent_at FROM sent_marks s WHERE s.message_id = messages.id))",
+)
+"""The same, as read from `messages`: the sent time is the row's own (a mark from before
+the `sent_marks` table, or a message archived as sent), else its mark."""
 PAY_COLS: Final = (
     "id, uetr, msg_id, instr_id, end_to_end_id, tx_id, debtor_agent, creditor_agent, amount, "
     "state, reason, created_at, updated_at, deadline, inbound_id, debtor_named_by, "
@@ -68,7 +75,7 @@ def migrations(dialect: str) -> list[tuple[str, str]]:
 
 
 def message(r: Any, ts: Timestamp) -> ArchivedMessage:
-    """An archived message from a row of MSG_COLS."""
+    """An archived message from a row of MSG_SELECT."""
     return ArchivedMessage(
         id=r[0],
         direction=Direction(r[1]),
@@ -266,7 +273,7 @@ WITH own AS (
     UNION
     SELECT id FROM messages WHERE in_reply_to IN (SELECT id FROM own)
 )
-SELECT {MSG_COLS} FROM messages WHERE id IN (SELECT id FROM every) ORDER BY at, id
+SELECT {MSG_SELECT} FROM messages WHERE id IN (SELECT id FROM every) ORDER BY at, id
 """
 """A payment's messages ($1 its inbound message, $2 its id), oldest first, once each."""
 RECENT_FINALS: Final = (

@@ -3,13 +3,15 @@
 Theory: the switch keeps its hot state (positions, open payments, duplicate keys) in
 memory for speed, and the store is the system of record it is rebuilt from at start-up.
 Everything one engine batch decided is written by ONE call, `commit_batch`, in ONE
-database transaction: archived inbound and outbound messages (the outbound ones are also
-the outbox, `sent_at` NULL until sent), new payments and payment state changes, journal
-entries, the net change of each touched position (one UPDATE per position per batch,
-rows locked in participant-id order), and the message ids seen. Sending happens after
-the commit; `mark_sent` records it; at start-up every unsent outbox row is sent again
-(receivers de-duplicate by BizMsgIdr), so a crash anywhere loses and duplicates nothing.
-Nothing is ever deleted.
+database transaction: archived inbound and outbound messages (each outbound one also
+gets a row of the outbox table until it is sent), new payments and payment state
+changes, journal entries, the net change of each touched position (one UPDATE per
+position per batch, rows locked in participant-id order), and the message ids seen.
+Sending happens after the commit; `mark_sent` (or the next batch) records it, taking the
+messages out of the outbox into the insert-only `sent_marks`; archived messages are never
+updated. At start-up every message still in the outbox is sent again (receivers
+de-duplicate by BizMsgIdr), so a crash anywhere loses and duplicates nothing. Nothing is
+ever deleted but outbox rows.
 
 The operators' side lives in the same database: operator tokens (only the SHA-256 of
 each secret is kept), the audit log of what operators did (append-only, like the

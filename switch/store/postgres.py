@@ -1,22 +1,23 @@
 """The PostgreSQL store (asyncpg): the system of record in production.
 
 Theory of operation. A small connection pool (1 to 4 connections, created on first use)
-serves every call. `commit_batch` is the hot path and costs at most five round trips
+serves every call. `commit_batch` is the hot path and costs at most six round trips
 whatever the size of the batch: BEGIN; COPY of the archived messages (the bulk of the
-bytes; COPY is much cheaper than array parameters for them, on both ends); one
-`SELECT ... FOR UPDATE` locking the touched position rows in participant-id order (the
-one fixed lock order, so concurrent writers cannot deadlock); ONE statement that writes
-everything else; COMMIT. That statement is a chain of data-modifying CTEs, each fed by
-`unnest` over column arrays: the net position deltas (`UPDATE positions ... FROM
-unnest(...)`, whose CHECK constraints make an overdraft abort the batch), the funding
-totals, bulk inserts of payments, journal entries (in batch order) and msg ids, and one
-`UPDATE payments ... FROM unnest(...)` for the state changes. CTEs of one statement do
-not see each other's rows, so a state change of a payment created in the same batch is
-folded into its inserted row here, in Python, and several changes of one payment
+bytes; COPY is much cheaper than array parameters for them, on both ends); one `SELECT ...
+FOR UPDATE` locking the touched position rows in participant-id order (the one fixed lock
+order, so concurrent writers cannot deadlock); ONE statement that writes everything else;
+one for the outbox (the batch's outbound messages in, the earlier batches' sent ones out,
+into `sent_marks`); COMMIT. The statement that writes everything else is a chain of data-
+modifying CTEs, each fed by `unnest` over column arrays: the net position deltas (`UPDATE
+positions ... FROM unnest(...)`, whose CHECK constraints make an overdraft abort the
+batch), the funding totals, bulk inserts of payments, journal entries (in batch order) and
+msg ids, and one `UPDATE payments ... FROM unnest(...)` for the state changes. CTEs of one
+statement do not see each other's rows, so a state change of a payment created in the same
+batch is folded into its inserted row here, in Python, and several changes of one payment
 collapse to the last. The statement returns how many position rows and payments it
-updated; a count that is not what was asked (an unknown participant or payment) rolls
-the whole batch back. Integrity violations surface as `InternalError`: the engine
-checked everything before, so a refusal here is a broken invariant.
+updated; a count that is not what was asked (an unknown participant or payment) rolls the
+whole batch back. Integrity violations surface as `InternalError`: the engine checked
+everything before, so a refusal here is a broken invariant.
 
 A batch that carries out an operator command (participants to create or change,
 approval decisions, audit records) always takes the transaction path, whatever its size:
@@ -85,6 +86,7 @@ _MIGRATION_LOCK: Final = 0x7274_7073_7769_7463
 """Advisory lock key held while migrating (concurrent migrators wait for each other)."""
 
 _MSG_COLS: Final = _rows.MSG_COLS
+_MSG_SELECT: Final = _rows.MSG_SELECT
 _PAY_COLS: Final = _rows.PAY_COLS
 
 _LOCK: Final = (
@@ -145,10 +147,16 @@ _WRITE_ALL: Final = (
     SELECT * FROM unnest($35::text[], $36::text[], $37::text[], $38::text[], $39::text[],
                          $40::text[], $41::bytea[], $42::timestamptz[], $43::text[],
                          $44::text[], $45::timestamptz[])
+), obx AS (
+    INSERT INTO outbox (message_id)
+    SELECT id FROM unnest($35::text[], $36::text[], $45::timestamptz[]) AS o(id, d, sent_at)
+     WHERE d = 'out' AND sent_at IS NULL
 ), snt AS (
-    UPDATE messages m SET sent_at = $47
-      FROM unnest($46::text[]) AS s(id)
-     WHERE m.id = s.id AND m.direction = 'out' AND m.sent_at IS NULL
+    DELETE FROM outbox o USING unnest($46::text[]) AS s(id)
+     WHERE o.message_id = s.id
+    RETURNING o.message_id
+), mrk AS (
+    INSERT INTO sent_marks (message_id, sent_at) SELECT message_id, $47 FROM snt
 ), pos AS (""",
     )
     .replace(
@@ -184,18 +192,24 @@ INSERT INTO positions (participant) SELECT id FROM p ON CONFLICT (participant) D
 """
 
 _SET_STATUS: Final = "UPDATE participants SET status = $2 WHERE id = $1"
-_MARK_SENT: Final = (
-    "UPDATE messages m SET sent_at = $2 FROM unnest($1::text[]) AS s(id) "
-    "WHERE m.id = s.id AND m.direction = 'out' AND m.sent_at IS NULL"
+_OUTBOX: Final = """
+WITH obx AS (
+    INSERT INTO outbox (message_id) SELECT unnest($1::text[])
+), snt AS (
+    DELETE FROM outbox o USING unnest($2::text[]) AS s(id)
+     WHERE o.message_id = s.id
+    RETURNING o.message_id
 )
-"""Sets the sent marks of outbound messages. Written as a join with the ids (the batch's
-statement marks the same way): as `id = ANY(...)` with these filters, the planner, whose
-statistics see almost nothing unsent, chose the `messages_unsent` partial index (at, id)
-and tested every entry of it against the whole array of ids: milliseconds per message
-under load."""
+INSERT INTO sent_marks (message_id, sent_at) SELECT message_id, $3 FROM snt
+"""
+"""Puts outbound messages ($1) in the outbox and marks those sent ($2) at $3: the ones
+still in the outbox leave it and get a mark, others (already marked, or not outbound)
+change nothing. The batch's one statement does the same. Written as joins with the ids:
+`id = ANY(...)` let the planner, whose statistics see an almost empty outbox, test every
+entry against the whole array of ids, milliseconds per message under load."""
 
 _RESPONSES_TO: Final = f"""
-SELECT {_MSG_COLS} FROM messages
+SELECT {_MSG_SELECT} FROM messages
  WHERE direction = 'out' AND participant = $2
    AND (in_reply_to = $1 OR payment_id IN (SELECT id FROM payments WHERE inbound_id = $1))
  ORDER BY at, id
@@ -216,7 +230,8 @@ _LOAD: Final = (
     "SELECT sender, msg_id FROM msg_ids",
     "SELECT DISTINCT ON (participant, sha256) participant, sha256, id FROM messages "
     "WHERE direction = 'in' ORDER BY participant, sha256, at, id",
-    f"SELECT {_MSG_COLS} FROM messages WHERE direction = 'out' AND sent_at IS NULL ORDER BY at, id",
+    f"SELECT {_MSG_SELECT} FROM messages WHERE id IN (SELECT message_id FROM outbox) "
+    "ORDER BY at, id",
     _rows.BATCH_OPEN_PAYMENTS,
 )
 _BATCH_ITEM_COLUMNS: Final = tuple(c.strip() for c in _rows.BATCH_ITEM_COLS.split(","))
@@ -495,11 +510,11 @@ class PostgresStore(Store):
                                 f"batch refused: {n_updates - row[1]} of the updated payments "
                                 "do not exist"
                             )
-                    if batch.sent:
+                    unsent = [m[0] for m in messages if m[1] == "out" and m[10] is None]
+                    if unsent or batch.sent:
                         self.round_trips += 1
-                        await conn.execute(
-                            _MARK_SENT, batch.sent, batch.sent_at or datetime.now(UTC)
-                        )
+                        at = batch.sent_at or datetime.now(UTC)
+                        await conn.execute(_OUTBOX, unsent, list(batch.sent), at)
                     for participant, status in batch.statuses:
                         self.round_trips += 1
                         done = await conn.execute(_SET_STATUS, participant, str(status))
@@ -555,7 +570,7 @@ class PostgresStore(Store):
         pool = await self._get_pool()
         async with pool.acquire() as conn:
             self.round_trips += 1
-            await conn.execute(_MARK_SENT, list(ids), at)
+            await conn.execute(_OUTBOX, [], list(ids), at)
         self.transactions += 1
 
     async def fetch_messages(self, ids: Sequence[str]) -> list[ArchivedMessage]:
@@ -566,7 +581,7 @@ class PostgresStore(Store):
         async with pool.acquire() as conn:
             self.round_trips += 1
             rows = await conn.fetch(
-                f"SELECT {_MSG_COLS} FROM messages WHERE id = ANY($1::text[])", list(ids)
+                f"SELECT {_MSG_SELECT} FROM messages WHERE id = ANY($1::text[])", list(ids)
             )
         found = {r[0]: r for r in rows}
         return [_message(found[i]) for i in ids if i in found]

@@ -58,6 +58,7 @@ from switch.store.base import (
     BatchFileRecord,
     BatchFileState,
     BatchItemStatus,
+    Direction,
     DirectoryDecision,
     DirectorySnapshot,
     JournalRow,
@@ -79,6 +80,7 @@ _CHUNK: Final = 500
 """Ids per `IN (...)` query (well under SQLite's bound-parameter limit)."""
 
 _MSG_COLS: Final = _rows.MSG_COLS
+_MSG_SELECT: Final = _rows.MSG_SELECT
 _PAY_COLS: Final = _rows.PAY_COLS
 
 _INSERT_MESSAGE: Final = f"INSERT INTO messages ({_MSG_COLS}) VALUES ({', '.join('?' * 11)})"
@@ -110,12 +112,17 @@ _INSERT_POSITION: Final = (
 )
 
 _SET_STATUS: Final = "UPDATE participants SET status = ? WHERE id = ?"
+_INTO_OUTBOX: Final = "INSERT INTO outbox (message_id) VALUES (?)"
 _MARK_SENT: Final = (
-    "UPDATE messages SET sent_at = ? WHERE id = ? AND direction = 'out' AND sent_at IS NULL"
+    "INSERT INTO sent_marks (message_id, sent_at) "
+    "SELECT message_id, ?1 FROM outbox WHERE message_id = ?2"
 )
+"""The mark of a message still in the outbox (others, already marked or not outbound,
+get none); `_OUT_OF_OUTBOX` then takes it out."""
+_OUT_OF_OUTBOX: Final = "DELETE FROM outbox WHERE message_id = ?2"
 
 _RESPONSES_TO: Final = f"""
-SELECT {_MSG_COLS} FROM messages
+SELECT {_MSG_SELECT} FROM messages
  WHERE direction = 'out' AND participant = ?2
    AND (in_reply_to = ?1 OR payment_id IN (SELECT id FROM payments WHERE inbound_id = ?1))
  ORDER BY at, id
@@ -135,7 +142,8 @@ _LOAD: Final = (
     f"SELECT {_PAY_COLS} FROM payments ORDER BY created_at, id",
     "SELECT sender, msg_id FROM msg_ids",
     "SELECT participant, sha256, id FROM messages WHERE direction = 'in' ORDER BY at, id",
-    f"SELECT {_MSG_COLS} FROM messages WHERE direction = 'out' AND sent_at IS NULL ORDER BY at, id",
+    f"SELECT {_MSG_SELECT} FROM messages WHERE id IN (SELECT message_id FROM outbox) "
+    "ORDER BY at, id",
     _rows.BATCH_OPEN_PAYMENTS,
 )
 _INSERT_BATCH_ITEM: Final = (
@@ -377,6 +385,13 @@ class SqliteStore(Store):
                         for m in batch.messages
                     ],
                 )
+                outbox = [
+                    (m.id,)
+                    for m in batch.messages
+                    if m.direction is Direction.OUT and m.sent_at is None
+                ]
+                if outbox:
+                    self._xm(conn, _INTO_OUTBOX, outbox)
             if batch.new_payments:
                 self._xm(
                     conn,
@@ -442,7 +457,7 @@ class SqliteStore(Store):
                 self._xm(conn, _INSERT_MSG_ID, batch.msg_ids)
             if batch.sent:
                 sent_at = _ts(batch.sent_at or datetime.now(UTC))
-                self._xm(conn, _MARK_SENT, [(sent_at, i) for i in batch.sent])
+                self._mark(conn, [(sent_at, i) for i in batch.sent])
             for participant, status in batch.statuses:
                 if self._xm(conn, _SET_STATUS, [(str(status), participant)]) != 1:
                     raise InternalError(f"batch refused: no participant {participant}")
@@ -468,7 +483,12 @@ class SqliteStore(Store):
             return
         sent_at = _ts(at)
         rows = [(sent_at, i) for i in ids]
-        await self._run(lambda conn: self._write(conn, lambda c: self._xm(c, _MARK_SENT, rows)))
+        await self._run(lambda conn: self._write(conn, lambda c: self._mark(c, rows)))
+
+    def _mark(self, conn: sqlite3.Connection, rows: list[tuple[str, str]]) -> None:
+        """Mark sent the messages of `rows` (sent time, id) still in the outbox."""
+        self._xm(conn, _MARK_SENT, rows)
+        self._xm(conn, _OUT_OF_OUTBOX, rows)
 
     async def fetch_messages(self, ids: Sequence[str]) -> list[ArchivedMessage]:
         """Archived messages by id (in the order asked; unknown ids are left out)."""
@@ -481,7 +501,7 @@ class SqliteStore(Store):
             for i in range(0, len(wanted), _CHUNK):
                 chunk = wanted[i : i + _CHUNK]
                 marks = ", ".join("?" * len(chunk))
-                sql = f"SELECT {_MSG_COLS} FROM messages WHERE id IN ({marks})"
+                sql = f"SELECT {_MSG_SELECT} FROM messages WHERE id IN ({marks})"
                 rows.extend(self._x(conn, sql, chunk).fetchall())
             return rows
 
