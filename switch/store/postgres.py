@@ -7,14 +7,14 @@ bytes; COPY is much cheaper than array parameters for them, on both ends); one `
 FOR UPDATE` locking the touched position rows in participant-id order (the one fixed lock
 order, so concurrent writers cannot deadlock); ONE statement that writes everything else;
 one for the outbox (the batch's outbound messages in, the earlier batches' sent ones out,
-into `sent_marks`); COMMIT. The statement that writes everything else is a chain of data-
-modifying CTEs, each fed by `unnest` over column arrays: the net position deltas (`UPDATE
-positions ... FROM unnest(...)`, whose CHECK constraints make an overdraft abort the
-batch), the funding totals, bulk inserts of payments, journal entries (in batch order) and
-msg ids, and one `UPDATE payments ... FROM unnest(...)` for the state changes. CTEs of one
-statement do not see each other's rows, so a state change of a payment created in the same
-batch is folded into its inserted row here, in Python, and several changes of one payment
-collapse to the last. The statement returns how many position rows and payments it
+into `sent_marks`); COMMIT. The statement that writes everything else is a chain of
+data-modifying CTEs, each fed by `unnest` over column arrays: the net position deltas
+(`UPDATE positions ... FROM unnest(...)`, whose CHECK constraints make an overdraft abort
+the batch), the funding totals, bulk inserts of payments, journal entries (in batch order)
+and msg ids, and one `UPDATE payments ... FROM unnest(...)` for the state changes. CTEs of
+one statement do not see each other's rows, so a state change of a payment created in the
+same batch is folded into its inserted row here, in Python, and several changes of one
+payment collapse to the last. The statement returns how many position rows and payments it
 updated; a count that is not what was asked (an unknown participant or payment) rolls the
 whole batch back. Integrity violations surface as `InternalError`: the engine checked
 everything before, so a refusal here is a broken invariant.
