@@ -42,11 +42,11 @@ import logging
 import re
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from switch.core import (
     AgentRef,
@@ -106,6 +106,8 @@ from switch.store.base import (
 from switch.transport import Delivery, SwitchTransport
 
 log = logging.getLogger("rtpswitch.engine")
+
+T = TypeVar("T")
 
 USABA: Final = "USABA"
 BICFI: Final = "BICFI"
@@ -537,7 +539,10 @@ class Engine:
         commits at once; under heavy load batches grow to what arrives during one
         commit. Reading is pipelined too: a large batch is read in a reader process
         while the one received before it is decided (batches are decided in the order
-        they arrived). If a commit fails the engine stops: its memory is ahead of the
+        they arrived). While the loop waits on anything else (the directory, file
+        transactions read ahead, a resend lookup), a commit that ends meanwhile is
+        completed and the next batch starts committing at once. If a commit fails the
+        engine stops: its memory is ahead of the
         store, and a restart rebuilds it. At stop, what was received is decided and
         committed before the loop returns.
         """
@@ -548,6 +553,29 @@ class Engine:
         work: _Work | None = None
         taken: list[Delivery] = []
         reading = self._reading
+
+        async def meanwhile(step: Awaitable[T]) -> T:
+            """Await `step`; a commit in flight that ends meanwhile is completed (its
+            deliveries acknowledged, its messages sent) and the batch decided since then
+            starts committing, as at the end of the loop, instead of waiting for `step`."""
+            nonlocal pending, work, taken
+            task = asyncio.ensure_future(step)
+            try:
+                while not task.done() and pending is not None:
+                    if not pending.task.done():
+                        either = [task, pending.task]
+                        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+                        continue
+                    await self._complete(pending)
+                    pending = None
+                    if work is not None:
+                        pending = self._begin(work, taken)
+                        work, taken = None, []
+            except BaseException:
+                task.cancel()
+                raise
+            return await task
+
         self.running = True
         try:
             while not stop.is_set() or reading:
@@ -581,11 +609,13 @@ class Engine:
                     and len(taken) + len(deliveries) < size
                 ):
                     started = time.perf_counter()
-                    from_files = await self._file_batch(size - len(taken) - len(deliveries))
+                    from_files = await meanwhile(
+                        self._file_batch(size - len(taken) - len(deliveries))
+                    )
                     deliveries = deliveries + from_files[0]
                     prepared = prepared + from_files[1]
                     self.stats.stage_read.observe(time.perf_counter() - started)
-                await self._follow_directory(prepared)
+                await meanwhile(self._follow_directory(prepared))
                 now = self.clock()
                 if (
                     deliveries
@@ -598,7 +628,7 @@ class Engine:
                         # A resend of something perhaps not yet committed: settle it first.
                         await self._complete(pending)
                         pending = None
-                    resends = await self._lookup_resends(deliveries, digests)
+                    resends = await meanwhile(self._lookup_resends(deliveries, digests))
                     work = work or _Work()
                     started = time.perf_counter()
                     await self._decide(work, deliveries, prepared, resends, now)

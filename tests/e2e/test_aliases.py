@@ -7,10 +7,12 @@ with pacs.008 `CdtrAcct/Prxy` and ask about them with acmt.023.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 from uuid import uuid4
 
 import pytest
@@ -28,7 +30,7 @@ from switch.directory_service import DirectoryService
 from switch.engine import IdGenerator
 from switch.iso20022 import MessageType, views
 from switch.iso20022.views import Agent
-from switch.store.base import Store
+from switch.store.base import Batch, Store
 from tests.e2e.conftest import (
     BANKS,
     OPENING,
@@ -39,6 +41,7 @@ from tests.e2e.conftest import (
     Received,
     Switch,
     pacs002,
+    pacs008,
     status_of,
 )
 
@@ -354,3 +357,45 @@ async def test_a_simulated_bank_looks_up_and_pays_an_alias(sw: Switch) -> None:
         for b in banks.values():
             b.stop()
         await asyncio.gather(*tasks)
+
+
+async def test_a_commit_that_ends_while_the_directory_is_read_is_sent_at_once(
+    sw: Switch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A payment commits while the next batch waits for the directory (its payment names an
+    # alias): the first payment is forwarded without waiting for the directory's answer.
+    await register(sw, B, AliasType.VPA, "bob@bankb", "987654321", "Bob Jones")
+    engine = sw.engine
+    committing, commit_may_end = asyncio.Event(), asyncio.Event()
+    reading, directory_may_answer = asyncio.Event(), asyncio.Event()
+    commit_batch, refresh = engine.store.commit_batch, engine.directory.refresh
+
+    async def slow_commit(batch: Batch) -> None:
+        if not commit_may_end.is_set():
+            committing.set()
+            await commit_may_end.wait()
+        await commit_batch(batch)
+
+    async def slow_refresh() -> Any:
+        if committing.is_set() and not directory_may_answer.is_set():
+            reading.set()
+            await directory_may_answer.wait()
+        return await refresh()
+
+    monkeypatch.setattr(engine.store, "commit_batch", slow_commit)
+    monkeypatch.setattr(engine.directory, "refresh", slow_refresh)
+    try:
+        await sw.send(A, pacs008(A, B, amount="1.00"))
+        await asyncio.wait_for(committing.wait(), 3)
+        await sw.send(A, pay_alias("VPA", "bob@bankb", amount="2.00"))
+        await asyncio.wait_for(reading.wait(), 3)
+        commit_may_end.set()
+        first = await sw.receive(B)  # while the directory has still not answered
+        assert not directory_may_answer.is_set()
+        assert isinstance(first.view, views.CreditTransfer)
+        assert str(first.view.transactions[0].amount.value) == "1.00"
+    finally:
+        commit_may_end.set()
+        directory_may_answer.set()
+    agent, account, _ = forwarded_creditor(await sw.receive(B))
+    assert agent.bicfi == B and account == "987654321"
