@@ -534,17 +534,16 @@ class Engine:
 
         Group commit, pipelined: while batch k commits, whatever arrives is received and
         decided in memory, on top of k's decisions, into batch k+1; when k's commit is
-        done (or k+1 is full), k's messages are sent and its deliveries acknowledged, and
-        k+1 starts committing, carrying the sent marks of k. Under light load a message
-        commits at once; under heavy load batches grow to what arrives during one
-        commit. Reading is pipelined too: a large batch is read in a reader process
+        done (or k+1 is full), k's messages are sent and its deliveries acknowledged,
+        and k+1 starts committing, carrying the sent marks of k. Under light load a
+        message commits at once; under heavy load batches grow to what arrives during
+        one commit. Reading is pipelined too: a large batch is read in a reader process
         while the one received before it is decided (batches are decided in the order
         they arrived). While the loop waits on anything else (the directory, file
         transactions read ahead, a resend lookup), a commit that ends meanwhile is
         completed and the next batch starts committing at once. If a commit fails the
-        engine stops: its memory is ahead of the
-        store, and a restart rebuilds it. At stop, what was received is decided and
-        committed before the loop returns.
+        engine stops: its memory is ahead of the store, and a restart rebuilds it. At
+        stop, what was received is decided and committed before the loop returns.
         """
         if not self._started:
             await self.start()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime
 from importlib.resources import files
 from typing import Any, Final
@@ -72,6 +72,11 @@ def migrations(dialect: str) -> list[tuple[str, str]]:
     folder = files("switch.store") / "migrations" / dialect
     found = sorted((f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
     return [(f.name.removesuffix(".sql"), f.read_text("utf-8")) for f in found]
+
+
+def outbox_ids(messages: Iterable[ArchivedMessage]) -> list[str]:
+    """The ids of `messages` that go into the outbox: outbound, not archived as sent."""
+    return [m.id for m in messages if m.direction is Direction.OUT and m.sent_at is None]
 
 
 def message(r: Any, ts: Timestamp) -> ArchivedMessage:

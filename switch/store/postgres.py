@@ -510,7 +510,7 @@ class PostgresStore(Store):
                                 f"batch refused: {n_updates - row[1]} of the updated payments "
                                 "do not exist"
                             )
-                    unsent = [m[0] for m in messages if m[1] == "out" and m[10] is None]
+                    unsent = _rows.outbox_ids(batch.messages)
                     if unsent or batch.sent:
                         self.round_trips += 1
                         at = batch.sent_at or datetime.now(UTC)

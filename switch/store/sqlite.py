@@ -58,7 +58,6 @@ from switch.store.base import (
     BatchFileRecord,
     BatchFileState,
     BatchItemStatus,
-    Direction,
     DirectoryDecision,
     DirectorySnapshot,
     JournalRow,
@@ -385,11 +384,7 @@ class SqliteStore(Store):
                         for m in batch.messages
                     ],
                 )
-                outbox = [
-                    (m.id,)
-                    for m in batch.messages
-                    if m.direction is Direction.OUT and m.sent_at is None
-                ]
+                outbox = [(i,) for i in _rows.outbox_ids(batch.messages)]
                 if outbox:
                     self._xm(conn, _INTO_OUTBOX, outbox)
             if batch.new_payments:
