@@ -6,7 +6,10 @@ stdlib `sqlite3` module blocks, so every call runs as one function in a worker t
 (`asyncio.to_thread`), and an `asyncio.Lock` lets one call at a time use the connection.
 The connection is in autocommit mode (`isolation_level=None`) and every write is an
 explicit `BEGIN IMMEDIATE ... COMMIT`: the write lock is taken up front, so a write
-transaction never fails half-way for lack of it.
+transaction never fails half-way for lack of it. On a database file, a thread of the
+store's own (`_Checkpointer`, on a second connection) copies what each commit put in the
+WAL into the database file, so commits do not wait for SQLite's automatic checkpoint
+(kept only as a backstop, at a much higher threshold).
 
 `commit_batch` is one such transaction; each kind of row is written by one
 `executemany` in the batch's order (participants, messages, new payments, state changes,
@@ -31,7 +34,9 @@ URLs follow the usual convention: `sqlite:///relative/path.db`,
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime
 from typing import Any, Final, TypeVar
@@ -73,10 +78,16 @@ __all__ = ["SqliteStore", "sqlite_path"]
 
 T = TypeVar("T")
 
+_log = logging.getLogger(__name__)
+
 _MEMORY: Final = ":memory:"
 _PREFIX: Final = "sqlite:///"
 _CHUNK: Final = 500
 """Ids per `IN (...)` query (well under SQLite's bound-parameter limit)."""
+_WAL_BACKSTOP: Final = 10_000
+"""WAL pages after which a committing connection checkpoints by itself (SQLite's own
+automatic checkpoint, 40 MB at 4 KiB pages): it bounds the log should the checkpointer
+thread fall behind."""
 
 _MSG_COLS: Final = _rows.MSG_COLS
 _MSG_SELECT: Final = _rows.MSG_SELECT
@@ -220,6 +231,53 @@ def _payment(r: Any) -> PaymentRecord:
     return _rows.payment(r, _dt)
 
 
+class _Checkpointer:
+    """Copies committed WAL frames into the database file, on a thread of its own.
+
+    SQLite's automatic checkpoint runs inside the COMMIT that crosses its threshold, so
+    that commit (and the batch waiting on it) also pays for copying the log into the
+    database and syncing it. Here a commit only wakes this thread, which runs a PASSIVE
+    checkpoint on a connection of its own: it never blocks the writer, and the writer
+    starts the log again from its beginning once everything in it has been copied.
+    Durability is unchanged: a commit is durable once its WAL frames are synced.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._wake = threading.Event()
+        self._stopping = False
+        self.checkpoints = 0
+        """Checkpoints run (each copies whatever the log holds that is not yet copied)."""
+        self._thread = threading.Thread(target=self._loop, name="sqlite-checkpoint", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Something was committed: copy it when the thread next gets to it."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Finish the checkpoint under way (if any), then end the thread."""
+        self._stopping = True
+        self._wake.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        try:
+            while True:
+                self._wake.wait()
+                self._wake.clear()
+                if self._stopping:
+                    return
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    self.checkpoints += 1
+                except sqlite3.Error as exc:  # the writer's own checkpoint still bounds the log
+                    _log.warning("WAL checkpoint of %s failed: %s", self._path, exc)
+        finally:
+            conn.close()
+
+
 class SqliteStore(Store):
     """The store on one SQLite database file (or in memory), via a worker thread."""
 
@@ -231,6 +289,7 @@ class SqliteStore(Store):
         self.transactions = 0
         """Write transactions committed."""
         self._conn: sqlite3.Connection | None = None
+        self._checkpointer: _Checkpointer | None = None
         self._lock = asyncio.Lock()
 
     # --- plumbing -------------------------------------------------------------------------
@@ -249,11 +308,14 @@ class SqliteStore(Store):
                 conn.execute("PRAGMA busy_timeout = 5000")
                 if self.path != _MEMORY:
                     conn.execute("PRAGMA journal_mode = WAL")
+                    conn.execute(f"PRAGMA wal_autocheckpoint = {_WAL_BACKSTOP}")
                 conn.execute("PRAGMA synchronous = FULL")
             except BaseException:
                 conn.close()
                 raise
             self._conn = conn
+            if self.path != _MEMORY:
+                self._checkpointer = _Checkpointer(self.path)
         return work(conn)
 
     def _x(self, conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
@@ -275,6 +337,8 @@ class SqliteStore(Store):
                 self._x(conn, "ROLLBACK")
             raise
         self.transactions += 1
+        if self._checkpointer is not None:
+            self._checkpointer.wake()
         return result
 
     # --- the interface --------------------------------------------------------------------
@@ -728,6 +792,9 @@ class SqliteStore(Store):
         """Release the connection."""
         async with self._lock:
             conn, self._conn = self._conn, None
+            checkpointer, self._checkpointer = self._checkpointer, None
+            if checkpointer is not None:
+                await asyncio.to_thread(checkpointer.stop)
             if conn is not None:
                 await asyncio.to_thread(conn.close)
 

@@ -9,8 +9,10 @@ import asyncio
 import hashlib
 import json
 import sqlite3
+import threading
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -655,3 +657,40 @@ async def test_positions_before_an_instant_read_only_the_journal_since(store: St
     assert await store.positions_before(between - timedelta(days=1)) == zero
     later = await store.positions_before(datetime.now(UTC) + timedelta(seconds=5))
     assert later == {**zero, A: 1_000, B: 50}
+
+
+async def test_sqlite_commits_reach_the_database_file_without_the_automatic_checkpoint(
+    tmp_path: Path,
+) -> None:
+    """The checkpointer thread copies each commit from the WAL into the database file.
+
+    A few small commits are far below SQLite's own checkpoint threshold, so without the
+    thread they would stay in the `-wal` file: a copy of the database file alone (what a
+    backup that ignores the WAL would take) would not hold them.
+    """
+    path = tmp_path / "switch.db"
+    store = SqliteStore(f"sqlite:///{path}")
+    try:
+        await store.migrate()
+        await store.upsert_participants(PARTICIPANTS)
+        await store.commit_batch(Batch(messages=[message(f"m{i}") for i in range(20)]))
+        for _ in range(200):
+            copy = tmp_path / "copy.db"
+            copy.write_bytes(path.read_bytes())
+            conn = sqlite3.connect(copy)
+            try:
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+                count = (
+                    conn.execute("SELECT count(*) FROM messages").fetchone()[0]
+                    if "messages" in tables
+                    else 0
+                )
+            finally:
+                conn.close()
+            if count == 20:
+                break
+            await asyncio.sleep(0.02)
+        assert count == 20
+    finally:
+        await store.close()
+    assert not [t for t in threading.enumerate() if t.name == "sqlite-checkpoint"]
