@@ -64,6 +64,9 @@ _DOCUMENT: Final = f"{{{_DOC_NS}}}Document"
 _GRPHDR: Final = f"{{{_DOC_NS}}}GrpHdr"
 _TX: Final = f"{{{_DOC_NS}}}CdtTrfTxInf"
 _AMOUNT: Final = f"{{{_DOC_NS}}}IntrBkSttlmAmt"
+_PASS1_TAGS: Final = (_BIZMSG, _APPHDR, _GRPHDR, _TX, SIGNATURE_TAG, etree.Comment, etree.PI)
+"""What the first reading of a file has events for: lxml builds and validates the rest
+without handing it to Python."""
 _CHUNK: Final = 1 << 20
 _DEFAULT_NS: Final[Any] = {None: _DOC_NS}  # lxml's stubs do not admit the None key
 
@@ -131,10 +134,11 @@ def envelope_schema() -> etree.XMLSchema:
     return etree.XMLSchema(etree.fromstring(text.encode(), parser))
 
 
-def _iterparse(path: Path, *, schema: etree.XMLSchema | None) -> etree.iterparse:
+def _iterparse(path: Path, *, schema: etree.XMLSchema | None, tag: Any = None) -> etree.iterparse:
     return etree.iterparse(
         str(path),
         events=("start", "end", "comment", "pi"),
+        tag=tag,
         schema=schema,
         resolve_entities=False,
         no_network=True,
@@ -142,6 +146,34 @@ def _iterparse(path: Path, *, schema: etree.XMLSchema | None) -> etree.iterparse
         huge_tree=True,
         remove_blank_text=False,
     )
+
+
+def _check_root(path: Path) -> None:
+    """Refuse a file whose root is not the envelope, or that declares a DOCTYPE.
+
+    Only the start of the file is read (up to its root's start tag). A file that cannot
+    be read that far is left to the full reading, which says what is wrong with it.
+    """
+    context = etree.iterparse(
+        str(path),
+        events=("start",),
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        huge_tree=True,
+    )
+    try:
+        _event, root = next(context)
+    except (StopIteration, etree.XMLSyntaxError):
+        return
+    docinfo = root.getroottree().docinfo
+    if getattr(docinfo, "doctype", "") or docinfo.internalDTD is not None:
+        raise FileRefused(UNUSABLE, "DOCTYPE declarations (DTDs, entities) are not allowed")
+    if root.tag != _BIZMSG:
+        raise FileRefused(
+            UNUSABLE,
+            f"root element {root.tag} is not a {_BIZMSG} envelope (AppHdr and a pacs.008 Document)",
+        )
 
 
 def _text(parent: etree._Element, local: str) -> str | None:
@@ -355,37 +387,27 @@ class _Pass1:
         return last is not None and last.domain == etree.ErrorDomains.SCHEMASV
 
     def run(self, path: Path, schema: etree.XMLSchema) -> None:
-        self.context = context = _iterparse(path, schema=schema)
-        depth = 0
+        _check_root(path)
+        # Events only for the elements this reading looks at (and for any comment or
+        # processing instruction): every other element is still parsed and validated,
+        # but costs no trip through Python.
+        self.context = context = _iterparse(path, schema=schema, tag=_PASS1_TAGS)
         for event, el in context:
             if event == "comment" or event == "pi":
                 what = "comment" if event == "comment" else "processing instruction"
                 raise FileRefused("DS0B", f"{what} in the file: it is not covered by the signature")
+            if self.root is None:
+                self.root = el.getroottree().getroot()
             if event == "start":
-                if self.root is None:
-                    self.root = el
-                    docinfo = el.getroottree().docinfo
-                    if getattr(docinfo, "doctype", "") or docinfo.internalDTD is not None:
-                        raise FileRefused(
-                            UNUSABLE, "DOCTYPE declarations (DTDs, entities) are not allowed"
-                        )
-                    if el.tag != _BIZMSG:
-                        raise FileRefused(
-                            UNUSABLE,
-                            f"root element {el.tag} is not a {_BIZMSG} envelope "
-                            "(AppHdr and a pacs.008 Document)",
-                        )
                 if el.tag == SIGNATURE_TAG:
                     self.signatures += 1
-                depth += 1
                 continue
-            depth -= 1
             tag = el.tag
-            if depth == 0:
+            if el is self.root:
                 self.closed = True
             elif tag == _TX:
                 self._transaction(el)
-            elif tag == _APPHDR and depth == 1:
+            elif tag == _APPHDR and el.getparent() is self.root:
                 self._app_hdr(el)
             elif tag == _GRPHDR:
                 self._grp_hdr(el)

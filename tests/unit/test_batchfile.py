@@ -190,6 +190,24 @@ def test_truncated_file(pki: Pki, good: Path) -> None:  # noqa: F811
     assert exc.code == UNUSABLE and "not well-formed" in exc.text
 
 
-def test_comment_is_refused(pki: Pki, good: Path) -> None:  # noqa: F811
-    good.write_bytes(good.read_bytes().replace(b"<GrpHdr>", b"<!-- x --><GrpHdr>", 1))
-    assert refused(good, pki).code == "DS0B"
+@pytest.mark.parametrize(
+    ("before", "inserted", "what"),
+    [
+        (b"<GrpHdr>", b"<!-- x -->", "comment"),
+        (b"<IntrBkSttlmAmt", b"<!-- deep in a transaction -->", "comment"),
+        (b"<BizMsg", b"<!-- before the root -->", "comment"),
+        (b"<EndToEndId>", b"<?note x?>", "processing instruction"),
+    ],
+)
+def test_comments_and_processing_instructions_are_refused(
+    pki: Pki,  # noqa: F811
+    good: Path,
+    before: bytes,
+    inserted: bytes,
+    what: str,
+) -> None:
+    data = good.read_bytes()
+    assert before in data
+    good.write_bytes(data.replace(before, inserted + before, 1))
+    exc = refused(good, pki)
+    assert exc.code == "DS0B" and f"{what} in the file" in exc.text
