@@ -873,6 +873,7 @@ class Engine:
             sha256=sha,
             raw=d.data,
             at=now,
+            batch_file=None if d.batch is None else d.batch[0],
         )
         self.stats.messages_in_by_type[inbound.msg_type[:8]] += 1  # pacs.008, unknown
         if d.batch is not None:

@@ -42,7 +42,7 @@ from switch.store.base import (
 
 MSG_COLS: Final = (
     "id, direction, participant, msg_type, biz_msg_id, sha256, raw, at, payment_id, "
-    "in_reply_to, sent_at"
+    "in_reply_to, sent_at, batch_file"
 )
 """The columns of `messages`, as written."""
 MSG_SELECT: Final = MSG_COLS.replace(
@@ -93,6 +93,7 @@ def message(r: Any, ts: Timestamp) -> ArchivedMessage:
         payment_id=r[8],
         in_reply_to=r[9],
         sent_at=None if r[10] is None else ts(r[10]),
+        batch_file=r[11],
     )
 
 

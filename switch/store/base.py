@@ -61,6 +61,10 @@ class ArchivedMessage:
     payment_id: str | None = None
     in_reply_to: str | None = None
     sent_at: datetime | None = None
+    batch_file: str | None = None
+    """The batch file an inbound transaction was split from (its id). Such a message is
+    no resend candidate on its own (`State.inbound_hashes`): a file is refused as a
+    resend as a whole, by its MsgId or content hash."""
 
 
 @dataclass(slots=True, kw_only=True)

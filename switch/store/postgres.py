@@ -146,25 +146,25 @@ _WRITE_ALL: Final = (
     INSERT INTO messages ({_MSG_COLS})
     SELECT * FROM unnest($35::text[], $36::text[], $37::text[], $38::text[], $39::text[],
                          $40::text[], $41::bytea[], $42::timestamptz[], $43::text[],
-                         $44::text[], $45::timestamptz[])
+                         $44::text[], $45::timestamptz[], $46::text[])
 ), obx AS (
     INSERT INTO outbox (message_id)
     SELECT id FROM unnest($35::text[], $36::text[], $45::timestamptz[]) AS o(id, d, sent_at)
      WHERE d = 'out' AND sent_at IS NULL
 ), snt AS (
-    DELETE FROM outbox o USING unnest($46::text[]) AS s(id)
+    DELETE FROM outbox o USING unnest($47::text[]) AS s(id)
      WHERE o.message_id = s.id
     RETURNING o.message_id
 ), mrk AS (
-    INSERT INTO sent_marks (message_id, sent_at) SELECT message_id, $47 FROM snt
+    INSERT INTO sent_marks (message_id, sent_at) SELECT message_id, $48 FROM snt
 ), pos AS (""",
     )
     .replace(
         "SELECT (SELECT count(*) FROM pos), (SELECT count(*) FROM upd)",
         """SELECT CASE
-         WHEN (SELECT count(*) FROM pos) <> $48
+         WHEN (SELECT count(*) FROM pos) <> $49
          THEN batch_refused('some of the participants have no position')
-         WHEN (SELECT count(*) FROM upd) <> $49
+         WHEN (SELECT count(*) FROM upd) <> $50
          THEN batch_refused('some of the updated payments do not exist')
          ELSE 0
        END""",
@@ -229,7 +229,7 @@ _LOAD: Final = (
     f"SELECT {_PAY_COLS} FROM payments ORDER BY created_at, id",
     "SELECT sender, msg_id FROM msg_ids",
     "SELECT DISTINCT ON (participant, sha256) participant, sha256, id FROM messages "
-    "WHERE direction = 'in' ORDER BY participant, sha256, at, id",
+    "WHERE direction = 'in' AND batch_file IS NULL ORDER BY participant, sha256, at, id",
     f"SELECT {_MSG_SELECT} FROM messages WHERE id IN (SELECT message_id FROM outbox) "
     "ORDER BY at, id",
     _rows.BATCH_OPEN_PAYMENTS,
@@ -464,6 +464,7 @@ class PostgresStore(Store):
                 m.payment_id,
                 m.in_reply_to,
                 m.sent_at,
+                m.batch_file,
             )
             for m in batch.messages
         ]
@@ -548,7 +549,7 @@ class PostgresStore(Store):
         """
         args, n_positions, n_updates = _write_args(batch)
         args += [
-            *_columns(messages, 11),
+            *_columns(messages, 12),
             list(batch.sent),
             batch.sent_at or datetime.now(UTC),
             n_positions,

@@ -93,7 +93,7 @@ _MSG_COLS: Final = _rows.MSG_COLS
 _MSG_SELECT: Final = _rows.MSG_SELECT
 _PAY_COLS: Final = _rows.PAY_COLS
 
-_INSERT_MESSAGE: Final = f"INSERT INTO messages ({_MSG_COLS}) VALUES ({', '.join('?' * 11)})"
+_INSERT_MESSAGE: Final = f"INSERT INTO messages ({_MSG_COLS}) VALUES ({', '.join('?' * 12)})"
 _INSERT_PAYMENT: Final = f"INSERT INTO payments ({_PAY_COLS}) VALUES ({', '.join('?' * 17)})"
 _UPDATE_PAYMENT: Final = (
     "UPDATE payments SET state = ?, reason = ?, updated_at = ?, deadline = ? WHERE id = ?"
@@ -151,7 +151,8 @@ _LOAD: Final = (
     "SELECT funded, defunded FROM scheme_totals",
     f"SELECT {_PAY_COLS} FROM payments ORDER BY created_at, id",
     "SELECT sender, msg_id FROM msg_ids",
-    "SELECT participant, sha256, id FROM messages WHERE direction = 'in' ORDER BY at, id",
+    "SELECT participant, sha256, id FROM messages WHERE direction = 'in' AND batch_file IS NULL "
+    "ORDER BY at, id",
     f"SELECT {_MSG_SELECT} FROM messages WHERE id IN (SELECT message_id FROM outbox) "
     "ORDER BY at, id",
     _rows.BATCH_OPEN_PAYMENTS,
@@ -444,6 +445,7 @@ class SqliteStore(Store):
                             m.payment_id,
                             m.in_reply_to,
                             _ts_or_none(m.sent_at),
+                            m.batch_file,
                         )
                         for m in batch.messages
                     ],

@@ -420,7 +420,7 @@ def _sent_marks_of_the_batch_statement() -> str:
     text = postgres._WRITE_ALL
     start = text.index("DELETE FROM outbox")
     body = text[start : text.index("), mrk AS (", start)]
-    return body.replace("$46", "$1")
+    return body.replace("$47", "$1")
 
 
 async def test_the_outbox_migration_keeps_what_was_sent_and_what_was_not(
@@ -430,8 +430,9 @@ async def test_the_outbox_migration_keeps_what_was_sent_and_what_was_not(
     the migration, and the sent times already recorded stay what they were."""
     module = sqlite if isinstance(blank_store, SqliteStore) else postgres
     shipped = module.migrations()
-    assert "outbox" in shipped[-1][0]
-    monkeypatch.setattr(module, "migrations", lambda: shipped[:-1])
+    versions = [v for v, _ in shipped]
+    first = next(i for i, v in enumerate(versions) if v.endswith("_outbox"))
+    monkeypatch.setattr(module, "migrations", lambda: shipped[:first])
     await blank_store.migrate()
     raw = "X'3c612f3e'" if module is sqlite else "decode('3c612f3e', 'hex')"
     sent, unsent = "2024-05-01T12:00:01.000000Z", "2024-05-01T12:00:02.000000Z"
@@ -443,7 +444,7 @@ async def test_the_outbox_migration_keeps_what_was_sent_and_what_was_not(
             f"'{at}', {sent_at})",
         )
     monkeypatch.setattr(module, "migrations", lambda: shipped)
-    assert await blank_store.migrate() == [shipped[-1][0]]
+    assert await blank_store.migrate() == versions[first:]
     assert [m.id for m in (await blank_store.load_state()).unsent] == ["o2"]
     o1, o2 = await blank_store.fetch_messages(["o1", "o2"])
     assert o1.sent_at == datetime(2024, 5, 1, 12, 0, 3, tzinfo=UTC)
@@ -452,6 +453,29 @@ async def test_the_outbox_migration_keeps_what_was_sent_and_what_was_not(
     o1, o2 = await blank_store.fetch_messages(["o1", "o2"])
     assert (o1.sent_at, o2.sent_at) == (datetime(2024, 5, 1, 12, 0, 3, tzinfo=UTC), T0)
     assert (await blank_store.load_state()).unsent == []
+
+
+async def test_inbound_messages_archived_before_the_file_marks_stay_resend_candidates(
+    blank_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Messages archived before `batch_file` existed keep their place among the inbound
+    hashes (none of them is taken for a batch file's transaction)."""
+    module = sqlite if isinstance(blank_store, SqliteStore) else postgres
+    shipped = module.migrations()
+    versions = [v for v, _ in shipped]
+    at = versions.index(next(v for v in versions if v.endswith("_file_transactions")))
+    monkeypatch.setattr(module, "migrations", lambda: shipped[:at])
+    await blank_store.migrate()
+    raw = "X'3c612f3e'" if module is sqlite else "decode('3c612f3e', 'hex')"
+    await raw_execute(
+        blank_store,
+        "INSERT INTO messages (id, direction, participant, msg_type, sha256, raw, at) "
+        f"VALUES ('i1', 'in', '{A}', 'pacs.008', 'ab', {raw}, '2024-05-01T12:00:01.000000Z')",
+    )
+    monkeypatch.setattr(module, "migrations", lambda: shipped)
+    assert await blank_store.migrate() == versions[at:]
+    assert (await blank_store.load_state()).inbound_hashes == {(A, "ab"): "i1"}
+    assert [m.batch_file for m in await blank_store.fetch_messages(["i1"])] == [None]
 
 
 # --- append-only ----------------------------------------------------------------------------
@@ -613,6 +637,21 @@ async def test_small_and_large_batches_commit_alike(store: Store, n: int) -> Non
     after = await store.load_state()
     assert after.positions[A] == state.positions[A]
     assert len(after.inbound_hashes) == n  # the refused batch wrote nothing
+
+
+@pytest.mark.parametrize("n", [3, 150])
+async def test_transactions_of_batch_files_are_no_resend_candidates(store: Store, n: int) -> None:
+    """A transaction split from a batch file is archived with its file's id and left out
+    of the inbound hashes (a file is a resend as a whole); a message of its own is not."""
+    await store.upsert_participants(PARTICIPANTS)
+    alone = message("alone")
+    split = [replace(message(f"tx{i}"), batch_file="F1") for i in range(n)]
+    await store.commit_batch(Batch(messages=[alone, *split]))
+    state = await store.load_state()
+    assert state.inbound_hashes == {(A, alone.sha256): "alone"}
+    back = await store.fetch_messages(["alone", "tx0"])
+    assert [(m.id, m.batch_file) for m in back] == [("alone", None), ("tx0", "F1")]
+    assert back[1].raw == split[0].raw and back[1].sha256 == split[0].sha256
 
 
 async def test_statement_movements_come_in_pages_in_booking_order(store: Store) -> None:
