@@ -11,6 +11,7 @@ that is missing raises `ViewError`, naming it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -428,6 +429,18 @@ def _agent(n: _Names, el: etree._Element | None) -> Agent | None:
             system = _text(_kids(mmb.get(n["ClrSysId"])), n["Cd"])
     if bicfi is None and member_id is None:
         return None
+    return _shared_agent(bicfi, member_id, system)
+
+
+@functools.lru_cache(maxsize=4096)
+def _shared_agent(bicfi: str | None, member_id: str | None, system: str | None) -> Agent:
+    """One Agent object per identity among those seen lately.
+
+    A message names the same few agents many times (instructing, instructed, debtor and
+    creditor agent, and again in its header); a batch of messages read in a reader
+    process then pickles each of them once, and the engine unpickles (and keeps) fewer
+    objects. Agents are immutable, so sharing them is safe; the cache is bounded.
+    """
     return Agent(bicfi=bicfi, member_id=member_id, clearing_system=system)
 
 

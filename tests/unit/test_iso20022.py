@@ -157,6 +157,21 @@ def test_credit_transfer_view_by_bicfi() -> None:
     assert tx.creditor_account is not None and tx.creditor_account.id
 
 
+def test_views_share_one_agent_object_per_identity() -> None:
+    """A pacs.008 names the debtor agent several times (instructing agent, debtor agent):
+    one object serves them all, within a message and across messages, so a batch of
+    views pickles it once."""
+    data = (EXAMPLES / "pacs.008-bicfi.xml").read_bytes()
+    first, second = parse(data), parse(data)
+    assert first.document is not None and second.document is not None
+    tx = views.credit_transfer(first.document).transactions[0]
+    again = views.credit_transfer(second.document).transactions[0]
+    assert tx.instructing_agent == tx.debtor_agent
+    assert tx.instructing_agent is tx.debtor_agent is again.debtor_agent
+    assert tx.creditor_agent is again.creditor_agent
+    assert tx.debtor_agent is not tx.creditor_agent
+
+
 def test_credit_transfer_view_by_member_id_and_proxy() -> None:
     usaba = parse((EXAMPLES / "pacs.008-usaba.xml").read_bytes())
     assert usaba.document is not None
