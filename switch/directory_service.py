@@ -73,7 +73,17 @@ class DirectoryService:
         That is the changes other processes stored and those this view stored itself,
         in seq order (the engine tells the banks about the claim steps among them).
         """
-        self._apply(await self.store.directory_changes(self.seq))
+        return self.catch_up(await self.changes_since())
+
+    async def changes_since(self) -> list[Change]:
+        """The changes stored after those this view has applied (nothing is applied)."""
+        return await self.store.directory_changes(self.seq)
+
+    def catch_up(self, changes: Iterable[Change]) -> list[Change]:
+        """Apply `changes` (as `changes_since` read them, perhaps a while ago; those
+        already applied are skipped) and return every change applied since the last
+        refresh, as `refresh` does."""
+        self._apply(changes)
         fresh, self._fresh = self._fresh, []
         return fresh
 

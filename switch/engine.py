@@ -121,6 +121,10 @@ _SIGN_EVENTS: Final = {"SGON": ParticipantStatus.ACTIVE, "SGOF": ParticipantStat
 """admi.004 event codes a participant sends about itself, and the state each asks for."""
 ACCEPT_STATUSES: Final = frozenset({"ACSP", "ACCP", "ACSC", "ACCC", "ACWC"})
 _DIRECTORY_POLL: Final = 0.25
+_MAY_USE_DIRECTORY: Final = re.compile(rb"Prxy>|acmt\.023")
+"""Bytes found in every message that needs the alias directory (a pacs.008 paying an
+alias names `CdtrAcct/Prxy`; a lookup is an acmt.023); a match only starts the
+directory query early, the message's reading decides whether it is used."""
 """Seconds between looks at the directory when no payment needs it (claims to notify)."""
 CLAIM_EVENTS: Final = {
     "claim": "PCLM",
@@ -188,6 +192,13 @@ class _Command:
     future: asyncio.Future[Decision]
 
 
+def _retrieved(task: asyncio.Task[Any]) -> None:
+    """Retrieve the outcome of a task whose result may go unused (no warning at exit); a
+    failure that matters is raised where the result is awaited."""
+    if not task.cancelled():
+        task.exception()
+
+
 @dataclass(slots=True)
 class _Reading:
     """A received batch on its way through reading (`Engine._start_reading`)."""
@@ -195,6 +206,9 @@ class _Reading:
     deliveries: list[Delivery]
     prepared: asyncio.Future[list[Inbound]]
     started: float
+    directory: asyncio.Task[list[Change]] | None = None
+    """The directory's changes, asked for when the batch arrived, if its bytes suggest a
+    payment to an alias or a lookup (see `Engine._start_reading`)."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -593,9 +607,11 @@ class Engine:
                 deliveries: list[Delivery] = []
                 prepared: list[Inbound] = []
                 took = False
+                asked: asyncio.Task[list[Change]] | None = None
                 if reading and (pending is None or reading[0].prepared.done()):
                     head = reading.popleft()
                     deliveries, prepared, took = head.deliveries, await head.prepared, True
+                    asked = head.directory
                     self.stats.stage_read.observe(time.perf_counter() - head.started)
                     room += len(deliveries)
                     if not stop.is_set() and room > 0:
@@ -614,7 +630,9 @@ class Engine:
                     deliveries = deliveries + from_files[0]
                     prepared = prepared + from_files[1]
                     self.stats.stage_read.observe(time.perf_counter() - started)
-                await meanwhile(self._follow_directory(prepared))
+                    if any(p.uses_directory for p in from_files[1]):
+                        asked = None  # queued before the batch came: ask afresh
+                await meanwhile(self._follow_directory(prepared, asked))
                 now = self.clock()
                 if (
                     deliveries
@@ -648,6 +666,8 @@ class Engine:
             self._put_back_ahead()
             for r in reading:
                 r.prepared.cancel()  # never acknowledged: the broker delivers them again
+                if r.directory is not None:
+                    r.directory.cancel()
             reading.clear()
             self._refuse_commands("the clearing engine stopped")
             if pending is not None:
@@ -670,6 +690,10 @@ class Engine:
         if not deliveries:
             return
         started = time.perf_counter()
+        directory = None
+        if any(_MAY_USE_DIRECTORY.search(d.data) for d in deliveries):
+            directory = asyncio.ensure_future(self.directory.changes_since())
+            directory.add_done_callback(_retrieved)
         future: asyncio.Future[list[Inbound]]
         behind = any(not r.prepared.done() for r in self._reading)
         if self._readers is None or (len(deliveries) < _READ_OFF_LOOP and not behind):
@@ -680,15 +704,19 @@ class Engine:
             future = asyncio.get_running_loop().run_in_executor(
                 self._readers, read_in_reader, items, self.limits, verified
             )
-        self._reading.append(_Reading(deliveries, future, started))
+        self._reading.append(_Reading(deliveries, future, started, directory))
 
-    async def _follow_directory(self, prepared: Sequence[Inbound]) -> None:
+    async def _follow_directory(
+        self, prepared: Sequence[Inbound], asked: asyncio.Task[list[Change]] | None = None
+    ) -> None:
         """Catch up with the directory when a message needs it, or now and then.
 
         A payment to an alias and a lookup are decided on the directory as committed
-        before their batch was read (no stale cache: one query per such batch); between
-        those, a look every `_DIRECTORY_POLL` seconds completes claims that ran out and
-        picks up claim steps to tell the banks about.
+        when their batch arrived or later (no stale cache: one query per such batch).
+        `asked` is that query, started when the batch arrived (`_start_reading`), so it
+        runs while the batch is read; without it the query is made now. Between those, a
+        look every `_DIRECTORY_POLL` seconds completes claims that ran out and picks up
+        claim steps to tell the banks about.
         """
         mono = time.monotonic()
         polled = mono >= self._next_directory_poll
@@ -697,6 +725,9 @@ class Engine:
         if polled:
             self._next_directory_poll = mono + _DIRECTORY_POLL
             await self.directory.expire_due()
+        elif asked is not None:
+            self._queue_notices(self.directory.catch_up(await asked))
+            return
         self._queue_notices(await self.directory.refresh())
 
     def _queue_notices(self, changes: Sequence[Change]) -> None:

@@ -368,7 +368,7 @@ async def test_a_commit_that_ends_while_the_directory_is_read_is_sent_at_once(
     engine = sw.engine
     committing, commit_may_end = asyncio.Event(), asyncio.Event()
     reading, directory_may_answer = asyncio.Event(), asyncio.Event()
-    commit_batch, refresh = engine.store.commit_batch, engine.directory.refresh
+    commit_batch, changes = engine.store.commit_batch, engine.store.directory_changes
 
     async def slow_commit(batch: Batch) -> None:
         if not commit_may_end.is_set():
@@ -376,14 +376,14 @@ async def test_a_commit_that_ends_while_the_directory_is_read_is_sent_at_once(
             await commit_may_end.wait()
         await commit_batch(batch)
 
-    async def slow_refresh() -> Any:
+    async def slow_changes(after: int) -> Any:
         if committing.is_set() and not directory_may_answer.is_set():
             reading.set()
             await directory_may_answer.wait()
-        return await refresh()
+        return await changes(after)
 
     monkeypatch.setattr(engine.store, "commit_batch", slow_commit)
-    monkeypatch.setattr(engine.directory, "refresh", slow_refresh)
+    monkeypatch.setattr(engine.store, "directory_changes", slow_changes)
     try:
         await sw.send(A, pacs008(A, B, amount="1.00"))
         await asyncio.wait_for(committing.wait(), 3)

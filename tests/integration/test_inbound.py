@@ -85,6 +85,32 @@ async def test_the_engine_reads_large_batches_in_its_reader_processes(tmp_path: 
         await store.close()
 
 
+async def test_a_batch_that_may_pay_aliases_asks_the_directory_while_it_is_read(
+    tmp_path: Path,
+) -> None:
+    settings = load_settings(store=f"sqlite:///{tmp_path / 's.db'}")
+    store = open_store(settings.store)
+    await store.migrate()
+    engine = Engine(settings=settings, store=store, transport=LocalSwitchTransport(LocalNetwork()))
+    try:
+        await engine.start()
+        plain = [Delivery("BNKAUS33XXX", d) for d in _mix()]
+        proxy = (EXAMPLES / "pacs.008-proxy.xml").read_bytes()
+        engine._start_reading(plain)
+        engine._start_reading([*plain, Delivery("BNKAUS33XXX", proxy)])
+        without, with_alias = engine._reading
+        assert without.directory is None
+        assert with_alias.directory is not None and not with_alias.prepared.done()
+        assert await with_alias.directory == await store.directory_changes(0)
+        read = await with_alias.prepared
+        assert read[-1].uses_directory and not any(r.uses_directory for r in read[:-1])
+        await without.prepared
+    finally:
+        if engine._readers is not None:
+            engine._readers.shutdown()
+        await store.close()
+
+
 _HOLDER = """
 import asyncio, sys
 from switch.inbound import start_workers
