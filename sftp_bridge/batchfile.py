@@ -200,7 +200,17 @@ def _single(grp_hdr: etree._Element) -> bytes:
     count = one.find(f"{{{_DOC_NS}}}NbOfTxs")
     assert count is not None
     count.text = "1"
-    return etree.tostring(one, encoding="UTF-8")
+    return _inherit_namespace(etree.tostring(one, encoding="UTF-8"), "GrpHdr")
+
+
+def _inherit_namespace(element: bytes, local: str) -> bytes:
+    """An element serialised on its own, without the declaration of the pacs.008
+    namespace it repeats (lxml writes it on the element; in the message the element
+    inherits it from `Document`). Any other form (a prefixed namespace) is kept as is."""
+    redundant = f'<{local} xmlns="{_DOC_NS}">'.encode()
+    if element.startswith(redundant):
+        return f"<{local}>".encode() + element[len(redundant) :]
+    return element
 
 
 def _header_without_signature(app_hdr: etree._Element) -> tuple[bytes, etree._Element | None]:
@@ -482,5 +492,6 @@ def split(bf: BatchFile, *, skip: Collection[int] = ()) -> Generator[tuple[int, 
     for index, (_event, el) in enumerate(context):
         if index not in skip:
             el.tail = None
-            yield index, open_doc + etree.tostring(el, encoding="UTF-8") + close_doc
+            tx = _inherit_namespace(etree.tostring(el, encoding="UTF-8"), "CdtTrfTxInf")
+            yield index, open_doc + tx + close_doc
         _drop(el)

@@ -18,7 +18,7 @@ import pytest
 
 from participants.batchfile import BatchTransaction, write_batch_file
 from sftp_bridge.batchfile import UNUSABLE, BatchFile, FileRefused, inspect, split
-from switch.iso20022 import default_registry, parse, validate, views
+from switch.iso20022 import MessageType, default_registry, parse, validate, views
 from switch.iso20022.views import Agent
 from switch.security.xmldsig import Signer, Verifier
 from tests.oracle import base_errors
@@ -94,6 +94,10 @@ def test_a_signed_file_passes_and_splits(pki: Pki, good: Path) -> None:  # noqa:
         assert ct.msg_id == "B20261204A0001"
         assert [t.end_to_end_id for t in ct.transactions] == [f"E2E-{i}"]
         assert b"Sgntr" not in data and b"CtrlSum" not in data
+        # The group header and the transaction inherit the namespace from Document.
+        ns = MessageType.PACS_008.namespace.encode()
+        assert data.count(b'xmlns="' + ns + b'"') == 1
+        assert b"<GrpHdr><MsgId>" in data and b"<CdtTrfTxInf><PmtId>" in data
     assert [i for i, _ in split(bf, skip={0, 2})] == [1]
 
 
