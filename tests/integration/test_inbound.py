@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from switch.engine import Engine
@@ -156,3 +158,22 @@ def _alive(pid: int) -> bool:
     with contextlib.suppress(FileNotFoundError):
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     return False
+
+
+async def test_what_is_alive_once_the_engine_started_is_left_out_of_collections(
+    tmp_path: Path,
+) -> None:
+    """The collector's full passes stop the event loop for as long as they walk every
+    object; the modules, schemas and state alive at start-up are frozen out of them."""
+    settings = load_settings(store=f"sqlite:///{tmp_path / 's.db'}")
+    settings = replace(settings, engine=replace(settings.engine, read_workers=0))
+    store = open_store(settings.store)
+    await store.migrate()
+    engine = Engine(settings=settings, store=store, transport=LocalSwitchTransport(LocalNetwork()))
+    gc.unfreeze()
+    try:
+        assert gc.get_freeze_count() == 0
+        await engine.start()
+        assert gc.get_freeze_count() > 10_000
+    finally:
+        await store.close()
