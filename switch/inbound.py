@@ -177,8 +177,13 @@ def _forward(out: Inbound, ct: views.CreditTransfer, doc_el: etree._Element) -> 
         if tx.creditor_agent.bicfi is not None
         else Agent(member_id=agent_mark, clearing_system=tx.creditor_agent.clearing_system)
     )
+    # The views are read and nothing else reads the tree: the template is made in it.
     out.forward = build.forward_credit_transfer(
-        doc_el, creditor_agent=named, instructed_agent=named, creditor_account_id=account_mark
+        doc_el,
+        creditor_agent=named,
+        instructed_agent=named,
+        creditor_account_id=account_mark,
+        in_place=True,
     )
     out.forward_marks = (agent_mark, account_mark)
     out.uses_directory = True

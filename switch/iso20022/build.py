@@ -287,17 +287,20 @@ def forward_credit_transfer(
     creditor_agent: Agent | None = None,
     creditor_account_id: str | None = None,
     instructed_agent: Agent | None = None,
+    in_place: bool = False,
 ) -> bytes:
     """The forwarding copy of a one-transaction pacs.008 Document, agents and account updated.
 
     The copy keeps every element the debtor agent sent. When the switch resolved an alias
     it names the real creditor agent (in `CdtrAgt` and each `InstdAgt`) and the real account
-    (`CdtrAcct/Id/Othr/Id`); the alias itself stays in `CdtrAcct/Prxy`.
+    (`CdtrAcct/Id/Othr/Id`); the alias itself stays in `CdtrAcct/Prxy`. With `in_place`
+    the changes are made in `document` itself (for a caller done with its tree), which
+    saves copying it: most of the cost.
     """
     if creditor_agent is None and creditor_account_id is None and instructed_agent is None:
         return fragment(document)
     q = "{" + MessageType.PACS_008.namespace + "}"
-    doc = copy.deepcopy(document)
+    doc = document if in_place else copy.deepcopy(document)
     tx = doc.find(f"{q}FIToFICstmrCdtTrf/{q}CdtTrfTxInf")
     if tx is None:
         raise ValueError("pacs.008 has no CdtTrfTxInf")

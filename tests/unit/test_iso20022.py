@@ -331,6 +331,17 @@ def test_forwarding_copy_keeps_everything_and_can_name_the_resolved_agent() -> N
     assert tx.creditor_agent.bicfi == "BNKBUS33XXX"
     assert tx.creditor_account is not None and tx.creditor_account.other_id == "987654321000"
     assert tx.creditor_account.proxy is not None  # the alias stays
+    # In place: the same bytes, made in the document itself (which is left changed).
+    untouched = etree.tostring(msg.document)
+    in_place = build.forward_credit_transfer(
+        msg.document,
+        creditor_agent=views.Agent(bicfi="BNKBUS33XXX"),
+        instructed_agent=views.Agent(bicfi="BNKBUS33XXX"),
+        creditor_account_id="987654321000",
+        in_place=True,
+    )
+    assert in_place == resolved
+    assert etree.tostring(msg.document) != untouched
 
 
 def test_timestamps_must_be_aware() -> None:
