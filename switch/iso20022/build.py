@@ -301,28 +301,39 @@ def forward_credit_transfer(
         return fragment(document)
     q = "{" + MessageType.PACS_008.namespace + "}"
     doc = document if in_place else copy.deepcopy(document)
-    tx = doc.find(f"{q}FIToFICstmrCdtTrf/{q}CdtTrfTxInf")
+    body = _child(doc, q, "FIToFICstmrCdtTrf")
+    tx = _child(body, q, "CdtTrfTxInf")
     if tx is None:
         raise ValueError("pacs.008 has no CdtTrfTxInf")
     if creditor_agent is not None:
-        _replace_agent(tx, q, "CdtrAgt", creditor_agent)
+        _replace_agent(_child(tx, q, "CdtrAgt"), q, "CdtrAgt", creditor_agent)
     if instructed_agent is not None:
         # The instructed agent may be named in the group header, the transaction, or both.
-        grp = doc.find(f"{q}FIToFICstmrCdtTrf/{q}GrpHdr")
-        for parent in (grp, tx):
-            if parent is not None and parent.find(q + "InstdAgt") is not None:
-                _replace_agent(parent, q, "InstdAgt", instructed_agent)
+        for parent in (_child(body, q, "GrpHdr"), tx):
+            named = _child(parent, q, "InstdAgt")
+            if named is not None:
+                _replace_agent(named, q, "InstdAgt", instructed_agent)
     if creditor_account_id is not None:
-        other_id = tx.find(f"{q}CdtrAcct/{q}Id/{q}Othr/{q}Id")
+        other_id = _child(tx, q, "CdtrAcct", "Id", "Othr", "Id")
         if other_id is None:
             raise ValueError("pacs.008 has no CdtrAcct/Id/Othr/Id to fill in")
         other_id.text = creditor_account_id
     return fragment(doc)
 
 
-def _replace_agent(tx: etree._Element, q: str, name: str, agent: Agent) -> None:
-    """Make `tx`'s child `name` name `agent` (its FinInstnId rebuilt in the tree, in place)."""
-    el = tx.find(q + name)
+def _child(el: etree._Element | None, q: str, *path: str) -> etree._Element | None:
+    """The first child of `el` named `path[0]` (in namespace `q`), its first child named
+    `path[1]`, and so on; None where one is missing. Direct steps, no path compilation."""
+    for local in path:
+        if el is None:
+            return None
+        el = next(el.iterchildren(q + local), None)
+    return el
+
+
+def _replace_agent(el: etree._Element | None, q: str, name: str, agent: Agent) -> None:
+    """Make the agent element `el` (a `name`) name `agent` (its FinInstnId rebuilt in
+    the tree, in place)."""
     if el is None:
         raise ValueError(f"pacs.008 has no {name} to replace")
     tail = el.tail
