@@ -40,6 +40,7 @@ import hashlib
 import heapq
 import itertools
 import logging
+import math
 import re
 import time
 from collections import Counter, deque
@@ -322,6 +323,8 @@ class Engine:
         self._to_notify: list[Change] = []
         self._notify_upto = 0
         self._next_directory_poll = 0.0
+        self._directory_asof = -math.inf
+        """When (perf_counter) the directory query last applied was started, or earlier."""
         self._commands: list[_Command] = []
         self._file_items: deque[Delivery] = deque()
         """Transactions of batch files waiting for the loop (`submit_batch`)."""
@@ -615,10 +618,11 @@ class Engine:
                 prepared: list[Inbound] = []
                 took = False
                 asked: asyncio.Task[list[Change]] | None = None
+                arrived: float | None = None
                 if reading and (pending is None or reading[0].prepared.done()):
                     head = reading.popleft()
                     deliveries, prepared, took = head.deliveries, await head.prepared, True
-                    asked = head.directory
+                    asked, arrived = head.directory, head.started
                     self.stats.stage_read.observe(time.perf_counter() - head.started)
                     room += len(deliveries)
                     if not stop.is_set() and room > 0:
@@ -638,8 +642,8 @@ class Engine:
                     prepared = prepared + from_files[1]
                     self.stats.stage_read.observe(time.perf_counter() - started)
                     if any(p.uses_directory for p in from_files[1]):
-                        asked = None  # queued before the batch came: ask afresh
-                await meanwhile(self._follow_directory(prepared, asked))
+                        asked = arrived = None  # queued before the batch came: ask afresh
+                await meanwhile(self._follow_directory(prepared, asked, arrived))
                 now = self.clock()
                 if (
                     deliveries
@@ -698,12 +702,10 @@ class Engine:
             return
         started = time.perf_counter()
         directory = None
-        if any(_MAY_USE_DIRECTORY.search(d.data) for d in deliveries):
-            directory = asyncio.ensure_future(self.directory.changes_since())
-            directory.add_done_callback(_retrieved)
         future: asyncio.Future[list[Inbound]]
         behind = any(not r.prepared.done() for r in self._reading)
-        if self._readers is None or (len(deliveries) < _READ_OFF_LOOP and not behind):
+        large = len(deliveries) >= _READ_OFF_LOOP
+        if self._readers is None or (not large and not behind):
             future = asyncio.get_running_loop().create_future()
             future.set_result(self._read_here(deliveries))
         else:
@@ -711,19 +713,29 @@ class Engine:
             future = asyncio.get_running_loop().run_in_executor(
                 self._readers, read_in_reader, items, self.limits, verified
             )
+            # A large batch that may need the directory has its query run while it is
+            # read (small ones, read at once or waiting behind a large one, ask when
+            # they are decided: one query each would cost more than it saves).
+            if large and any(_MAY_USE_DIRECTORY.search(d.data) for d in deliveries):
+                directory = asyncio.ensure_future(self.directory.changes_since())
+                directory.add_done_callback(_retrieved)
         self._reading.append(_Reading(deliveries, future, started, directory))
 
     async def _follow_directory(
-        self, prepared: Sequence[Inbound], asked: asyncio.Task[list[Change]] | None = None
+        self,
+        prepared: Sequence[Inbound],
+        asked: asyncio.Task[list[Change]] | None = None,
+        arrived: float | None = None,
     ) -> None:
         """Catch up with the directory when a message needs it, or now and then.
 
         A payment to an alias and a lookup are decided on the directory as committed
-        when their batch arrived or later (no stale cache: one query per such batch).
-        `asked` is that query, started when the batch arrived (`_start_reading`), so it
-        runs while the batch is read; without it the query is made now. Between those, a
-        look every `_DIRECTORY_POLL` seconds completes claims that ran out and picks up
-        claim steps to tell the banks about.
+        when their batch arrived or later (no stale cache). `arrived` is when the batch
+        arrived (perf_counter; None: unknown), and when the directory was last read from
+        a query started since, nothing more is needed; else `asked`, the query started
+        when the batch arrived (`_start_reading`, while it was read), or a query made
+        now. Between those, a look every `_DIRECTORY_POLL` seconds completes claims that
+        ran out and picks up claim steps to tell the banks about.
         """
         mono = time.monotonic()
         polled = mono >= self._next_directory_poll
@@ -732,10 +744,16 @@ class Engine:
         if polled:
             self._next_directory_poll = mono + _DIRECTORY_POLL
             await self.directory.expire_due()
-        elif asked is not None:
-            self._queue_notices(self.directory.catch_up(await asked))
+        elif arrived is not None and self._directory_asof >= arrived:
             return
+        elif asked is not None and arrived is not None:
+            changes = await asked
+            self._directory_asof = max(self._directory_asof, arrived)
+            self._queue_notices(self.directory.catch_up(changes))
+            return
+        asof = time.perf_counter()
         self._queue_notices(await self.directory.refresh())
+        self._directory_asof = max(self._directory_asof, asof)
 
     def _queue_notices(self, changes: Sequence[Change]) -> None:
         for change in changes:

@@ -11,6 +11,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from switch.engine import Engine
 from switch.inbound import read_batch, read_in_reader, start_workers
@@ -175,5 +176,44 @@ async def test_what_is_alive_once_the_engine_started_is_left_out_of_collections(
         assert gc.get_freeze_count() == 0
         await engine.start()
         assert gc.get_freeze_count() > 10_000
+    finally:
+        await store.close()
+
+
+async def test_the_directory_is_asked_again_only_for_batches_that_arrived_after_it_was_read(
+    tmp_path: Path,
+) -> None:
+    settings = load_settings(store=f"sqlite:///{tmp_path / 's.db'}")
+    settings = replace(settings, engine=replace(settings.engine, read_workers=0))
+    store = open_store(settings.store)
+    await store.migrate()
+    engine = Engine(settings=settings, store=store, transport=LocalSwitchTransport(LocalNetwork()))
+    asked: list[int] = []
+    changes = store.directory_changes
+
+    async def counted(after: int) -> Any:
+        asked.append(after)
+        return await changes(after)
+
+    try:
+        await engine.start()
+        proxy = (EXAMPLES / "pacs.008-proxy.xml").read_bytes()
+        engine._start_reading([Delivery("BNKAUS33XXX", proxy)])
+        first = engine._reading.popleft()
+        engine._start_reading([Delivery("BNKAUS33XXX", proxy)])
+        second = engine._reading.popleft()
+        store.directory_changes = counted  # type: ignore[method-assign]
+        engine._next_directory_poll = float("inf")  # no periodic look in between
+        await engine._follow_directory(await first.prepared, None, first.started)
+        assert len(asked) == 1
+        # Both arrived before that query started: it serves the second batch too.
+        await engine._follow_directory(await second.prepared, None, second.started)
+        assert len(asked) == 1
+        engine._start_reading([Delivery("BNKAUS33XXX", proxy)])
+        third = engine._reading.popleft()  # arrived after it: the directory is asked again
+        await engine._follow_directory(await third.prepared, None, third.started)
+        assert len(asked) == 2
+        await engine._follow_directory(await third.prepared)  # arrival unknown: asked
+        assert len(asked) == 3
     finally:
         await store.close()
