@@ -123,11 +123,11 @@ _SIGN_EVENTS: Final = {"SGON": ParticipantStatus.ACTIVE, "SGOF": ParticipantStat
 """admi.004 event codes a participant sends about itself, and the state each asks for."""
 ACCEPT_STATUSES: Final = frozenset({"ACSP", "ACCP", "ACSC", "ACCC", "ACWC"})
 _DIRECTORY_POLL: Final = 0.25
+"""Seconds between looks at the directory when no payment needs it (claims to notify)."""
 _MAY_USE_DIRECTORY: Final = re.compile(rb"Prxy>|acmt\.023")
 """Bytes found in every message that needs the alias directory (a pacs.008 paying an
 alias names `CdtrAcct/Prxy`; a lookup is an acmt.023); a match only starts the
 directory query early, the message's reading decides whether it is used."""
-"""Seconds between looks at the directory when no payment needs it (claims to notify)."""
 CLAIM_EVENTS: Final = {
     "claim": "PCLM",
     "confirm": "PCNF",
