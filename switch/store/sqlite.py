@@ -247,8 +247,6 @@ class _Checkpointer:
         self._path = path
         self._wake = threading.Event()
         self._stopping = False
-        self.checkpoints = 0
-        """Checkpoints run (each copies whatever the log holds that is not yet copied)."""
         self._thread = threading.Thread(target=self._loop, name="sqlite-checkpoint", daemon=True)
         self._thread.start()
 
@@ -272,7 +270,6 @@ class _Checkpointer:
                     return
                 try:
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                    self.checkpoints += 1
                 except sqlite3.Error as exc:  # the writer's own checkpoint still bounds the log
                     _log.warning("WAL checkpoint of %s failed: %s", self._path, exc)
         finally:
