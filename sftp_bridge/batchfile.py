@@ -134,10 +134,18 @@ def envelope_schema() -> etree.XMLSchema:
     return etree.XMLSchema(etree.fromstring(text.encode(), parser))
 
 
-def _iterparse(path: Path, *, schema: etree.XMLSchema | None, tag: Any = None) -> etree.iterparse:
+def _iterparse(
+    path: Path,
+    *,
+    events: tuple[str, ...] = ("start", "end", "comment", "pi"),
+    tag: Any = None,
+    schema: etree.XMLSchema | None = None,
+) -> etree.iterparse:
+    """A streaming reading of a batch file, hardened as every reading of one is: no
+    entities resolved, no DTD loaded, nothing fetched from the network."""
     return etree.iterparse(
         str(path),
-        events=("start", "end", "comment", "pi"),
+        events=events,
         tag=tag,
         schema=schema,
         resolve_entities=False,
@@ -154,14 +162,7 @@ def _check_root(path: Path) -> None:
     Only the start of the file is read (up to its root's start tag). A file that cannot
     be read that far is left to the full reading, which says what is wrong with it.
     """
-    context = etree.iterparse(
-        str(path),
-        events=("start",),
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        huge_tree=True,
-    )
+    context = _iterparse(path, events=("start",))
     try:
         _event, root = next(context)
     except (StopIteration, etree.XMLSyntaxError):
@@ -348,15 +349,7 @@ def _first(schema: etree.XMLSchema, where: str) -> str:
 
 
 def _iterparse_end(path: Path) -> etree.iterparse:
-    return etree.iterparse(
-        str(path),
-        events=("end",),
-        tag=(_APPHDR, _GRPHDR, _TX),
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        huge_tree=True,
-    )
+    return _iterparse(path, events=("end",), tag=(_APPHDR, _GRPHDR, _TX))
 
 
 def _schema_text(exc: etree.XMLSyntaxError) -> str:
@@ -480,15 +473,7 @@ def split(bf: BatchFile, *, skip: Collection[int] = ()) -> Generator[tuple[int, 
         + bf.group_header
     )
     close_doc = b"</FIToFICstmrCdtTrf></Document></BizMsg>"
-    context = etree.iterparse(
-        str(bf.path),
-        events=("end",),
-        tag=_TX,
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        huge_tree=True,
-    )
+    context = _iterparse(bf.path, events=("end",), tag=_TX)
     for index, (_event, el) in enumerate(context):
         if index not in skip:
             el.tail = None
