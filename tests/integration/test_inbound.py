@@ -10,10 +10,14 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from switch.engine import Engine
+from switch.core import Participant
+from switch.directory import AliasType
+from switch.directory_service import DirectoryService
+from switch.engine import Engine, IdGenerator
 from switch.inbound import read_batch, read_in_reader, start_workers
 from switch.iso20022 import MessageType, ParseLimits, default_registry, views
 from switch.settings import load_settings
@@ -22,6 +26,7 @@ from switch.transport import Delivery, LocalNetwork
 from switch.transport.local import LocalSwitchTransport
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+B = "BNKBUS33XXX"
 
 
 def _mix() -> list[bytes]:
@@ -96,7 +101,19 @@ async def test_a_batch_that_may_pay_aliases_asks_the_directory_while_it_is_read(
     await store.migrate()
     engine = Engine(settings=settings, store=store, transport=LocalSwitchTransport(LocalNetwork()))
     try:
+        await store.upsert_participants([Participant(id=B, member_id="011000015", name="B")])
         await engine.start()
+        # Another process registers an alias after the engine last read the directory.
+        other = DirectoryService(
+            store,
+            clock=lambda: datetime.now(UTC),
+            claim_period=timedelta(days=1),
+            claim_ids=IdGenerator("CLM"),
+        )
+        await other.start()
+        await other.register(
+            participant=B, kind=AliasType.VPA, value="bob@bankb", account="9", name="Bob"
+        )
         plain = [Delivery("BNKAUS33XXX", d) for d in _mix()]
         proxy = (EXAMPLES / "pacs.008-proxy.xml").read_bytes()
         engine._start_reading(plain)
@@ -104,7 +121,8 @@ async def test_a_batch_that_may_pay_aliases_asks_the_directory_while_it_is_read(
         without, with_alias = engine._reading
         assert without.directory is None
         assert with_alias.directory is not None and not with_alias.prepared.done()
-        assert await with_alias.directory == await store.directory_changes(0)
+        [registered] = await with_alias.directory
+        assert registered.alias.value == "bob@bankb" and registered.seq > engine.directory.seq
         read = await with_alias.prepared
         assert read[-1].uses_directory and not any(r.uses_directory for r in read[:-1])
         await without.prepared
