@@ -1,8 +1,12 @@
 """The engine: drives the pure core with batches of transport messages.
 
 Theory of operation. The engine owns the switch's hot state in memory (positions in a
-`Book`, every payment by id and by UETR, the duplicate keys, the open deadlines), rebuilt
-from the store at start-up. It runs one loop:
+`Book`, the payments in flight and the most recent final ones by id and by UETR, their
+duplicate keys, the open deadlines), rebuilt from the store at start-up. What a message
+refers to beyond that (an older payment, message id or inbound message) is recalled from
+the store for its batch before the batch is decided, so memory and start-up time are
+bounded by `engine.recent_payments` and the payments in flight, not by the archive. It
+runs one loop:
 
 1. take the deliveries the transport has (waiting only when there is nothing to do, or
    until the next deadline is due);
@@ -51,6 +55,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
 from switch.core import (
+    FINAL_STATES,
     AgentRef,
     InsufficientPosition,
     Participant,
@@ -103,6 +108,7 @@ from switch.store.base import (
     Direction,
     PaymentRecord,
     PaymentUpdate,
+    RecallKeys,
     Store,
 )
 from switch.transport import Delivery, SwitchTransport
@@ -183,6 +189,9 @@ class _Work:
     """Resent copies of this batch's own answers: (index, id of the original)."""
     operated: list[tuple[asyncio.Future[Decision], Decision]] = field(default_factory=list)
     """Operator commands decided into this batch, answered once it is committed."""
+    finalized: list[str] = field(default_factory=list)
+    """Payments that reached a final state in this batch (candidates for eviction once
+    it is committed)."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -304,6 +313,13 @@ class Engine:
         self.msg_ids: set[tuple[str, str]] = set()
         self.hashes: dict[tuple[str, str], str] = {}
         self.deadlines: list[tuple[datetime, str]] = []
+        self._finals: deque[str] = deque()
+        """Final payments in memory, committed, oldest first (evicted from the front)."""
+        self._msg_id_order: deque[tuple[str, str]] = deque()
+        self._hash_order: deque[tuple[str, str]] = deque()
+        """`msg_ids` and `hashes` keys in the order they entered memory (evicted likewise)."""
+        self._cold = False
+        """True when the store holds payments, message ids or hashes memory does not."""
         self.stats = EngineStats()
         self._ids = IdGenerator("SW")
         self._pids = IdGenerator("P")
@@ -341,17 +357,20 @@ class Engine:
     async def start(self) -> None:
         """Rebuild the in-memory state from the store and send what was left unsent."""
         self.registry.load_all()
-        state = await self.store.load_state()
+        state = await self.store.load_state(open_only=True)
         self.book = Book.from_positions(
             state.positions, funded=state.funded, defunded=state.defunded
         )
         self._set_participants(state.participants.values())
         forwarded = 0
         from_files = state.batch_payments
+        self._finals.clear()
         for p in state.payments:
             self._index(p)
             if from_files:
                 p.batch_file = from_files.get(p.id)
+            if p.state in FINAL_STATES:
+                self._finals.append(p.id)
             if p.state is PaymentState.FORWARDED:
                 forwarded += 1
                 if p.deadline is not None:
@@ -359,6 +378,9 @@ class Engine:
         self.stats.in_flight = forwarded
         self.msg_ids = set(state.msg_ids)
         self.hashes = dict(state.inbound_hashes)
+        self._msg_id_order = deque(self.msg_ids)
+        self._hash_order = deque(self.hashes)
+        self._cold = state.partial
         await self.directory.start()
         self._queue_notices(await self.store.directory_changes(self.directory.notified))
         if self.settings.engine.read_workers and self._readers is None:
@@ -651,6 +673,7 @@ class Engine:
                     or self._commands
                     or (self.deadlines and self.deadlines[0][0] <= now)
                 ):
+                    await meanwhile(self._recall(deliveries, prepared))
                     digests = [p.digest for p in prepared]
                     if pending is not None and self._any_known(deliveries, digests):
                         # A resend of something perhaps not yet committed: settle it first.
@@ -870,6 +893,7 @@ class Engine:
         for future, decision in pending.work.operated:
             if not future.done():
                 future.set_result(decision)
+        self._finals.extend(pending.work.finalized)
         stats = self.stats
         stats.batches += 1
         stats.messages_in += len(pending.deliveries)
@@ -891,6 +915,102 @@ class Engine:
         for s in sends:
             self.stats.messages_out_by_type[s.message.msg_type[:8]] += 1
         await self.store.mark_sent([s.message.id for s in sends], self.clock())
+
+    # --- memory beyond the recent: evicting and recalling --------------------------------
+
+    def _evict(self) -> None:
+        """Forget the oldest final payments, message ids and inbound hashes beyond the bounds.
+
+        Only what is committed goes: final payments enter `_finals` once their batch is
+        committed, and the keys of the deliveries still deciding or committing (fewer
+        than four batches' worth: under two in the batch committing, under two in the one
+        gathering) are the newest of their queues, never reached while the bound is at
+        least four batches (`Settings`). Called only just before a batch's `_recall`, so
+        that nothing the recall found present goes before the batch is decided.
+        """
+        keep = self.settings.engine.recent_payments
+        finals, payments, by_uetr = self._finals, self.payments, self.by_uetr
+        evicted = False
+        while len(finals) > keep:
+            p = payments.pop(finals.popleft(), None)
+            if p is None:
+                continue
+            if by_uetr.get(p.uetr) is p:
+                del by_uetr[p.uetr]
+            self.e2e_keys.discard((p.debtor_agent, p.end_to_end_id, p.tx_id or ""))
+            evicted = True
+        msg_order, msg_ids = self._msg_id_order, self.msg_ids
+        while len(msg_order) > keep:
+            msg_ids.discard(msg_order.popleft())
+            evicted = True
+        hash_order, hashes = self._hash_order, self.hashes
+        while len(hash_order) > 2 * keep:
+            hashes.pop(hash_order.popleft(), None)
+            evicted = True
+        if evicted:
+            self._cold = True
+
+    async def _recall(self, deliveries: Sequence[Delivery], prepared: Sequence[Inbound]) -> None:
+        """Bring into memory what the store holds of the keys these deliveries use.
+
+        Before a batch is decided: the message ids, UETRs and transactions of its
+        pacs.008s, the UETRs its pacs.002s and pacs.028s name, and the hashes of its
+        messages, where memory does not have them and the store may (`_cold`). Memory
+        has everything decided and not yet committed, so what the store lacks is new.
+        """
+        self._evict()
+        if not self._cold or not deliveries:
+            return
+        keys = self._unknown(deliveries, prepared)
+        if not keys:
+            return
+        found = await self.store.recall(keys)
+        for p in found.payments:
+            if p.id in self.payments:
+                continue
+            self._index(p)
+            if p.state in FINAL_STATES:
+                self._finals.append(p.id)
+        for key in found.msg_ids - self.msg_ids:
+            self.msg_ids.add(key)
+            self._msg_id_order.append(key)
+        for key, first in found.inbound_hashes.items():
+            if key not in self.hashes:
+                self.hashes[key] = first
+                self._hash_order.append(key)
+
+    def _unknown(self, deliveries: Sequence[Delivery], prepared: Sequence[Inbound]) -> RecallKeys:
+        """The keys `deliveries` use (their views in `prepared`) that memory lacks."""
+        hashes, msg_ids, by_uetr, e2e_keys = self.hashes, self.msg_ids, self.by_uetr, self.e2e_keys
+        want_hashes: list[tuple[str, str]] = []
+        want_msg_ids: list[tuple[str, str]] = []
+        want_uetrs: list[str] = []
+        want_txs: list[tuple[str, str, str]] = []
+        for d, ready in zip(deliveries, prepared, strict=True):
+            own = d.batch is None
+            if own and (d.sender, ready.digest) not in hashes:
+                want_hashes.append((d.sender, ready.digest))
+            body = ready.body
+            if isinstance(body, views.CreditTransfer):
+                # A file's transactions share its MsgId: not a duplicate among them, yet
+                # recorded once, so asked about as well.
+                if (d.sender, body.msg_id) not in msg_ids:
+                    want_msg_ids.append((d.sender, body.msg_id))
+                tx = body.transactions[0]
+                uetr = (tx.uetr or "").lower()
+                if uetr and uetr not in by_uetr:
+                    want_uetrs.append(uetr)
+                key = (d.sender, tx.end_to_end_id, tx.tx_id or "")
+                if key not in e2e_keys:
+                    want_txs.append(key)
+            elif isinstance(body, views.StatusReport | views.StatusRequest):
+                for t in body.transactions:
+                    uetr = (t.original_uetr or "").lower()
+                    if uetr and uetr not in by_uetr:
+                        want_uetrs.append(uetr)
+        return RecallKeys(
+            msg_ids=want_msg_ids, uetrs=want_uetrs, transactions=want_txs, hashes=want_hashes
+        )
 
     def _any_known(self, deliveries: Sequence[Delivery], digests: Sequence[str]) -> bool:
         hashes = self.hashes
@@ -943,6 +1063,7 @@ class Engine:
             self._resend(d.sender, prev, inbound, resends.get(key), now, work)
             return
         self.hashes[key] = inbound.id
+        self._hash_order.append(key)
         if ready.mtype is None:
             work.batch.messages.append(inbound)
             text = ready.unusable or "unusable message"
@@ -1204,6 +1325,7 @@ class Engine:
             return None, "DUPL", dup
         if (sender, ct.msg_id) not in self.msg_ids:
             self.msg_ids.add((sender, ct.msg_id))
+            self._msg_id_order.append((sender, ct.msg_id))
             work.batch.msg_ids.append((sender, ct.msg_id))
         ctx = self.ctx
         cdtr = AgentRef(bicfi=tx.creditor_agent.bicfi, member_id=tx.creditor_agent.member_id)
@@ -1268,7 +1390,7 @@ class Engine:
                 reason = "AM04"
                 text = f"available position of {sender} is below {tx.amount}"
         if reason is not None:
-            self._finish(p, PaymentEvent.REJECT, reason, now)
+            self._finish(p, PaymentEvent.REJECT, reason, now, work)
             self._status_to(sender, p, "RJCT", reason, now, work, in_reply_to=inbound.id, text=text)
             return p, reason, text
         p.state = next_state(next_state(p.state, PaymentEvent.RESERVE), PaymentEvent.FORWARD)
@@ -1387,9 +1509,10 @@ class Engine:
         self._emit(sender, MessageType.PACS_002, doc, now, work, in_reply_to=inbound.id)
 
     def _finish(
-        self, p: PaymentRecord, event: PaymentEvent, reason: str | None, now: datetime
+        self, p: PaymentRecord, event: PaymentEvent, reason: str | None, now: datetime, work: _Work
     ) -> None:
         """Move `p` to a final state (through the transition table) and count it."""
+        work.finalized.append(p.id)
         stats = self.stats
         if p.state is PaymentState.FORWARDED:
             stats.in_flight -= 1
@@ -1451,7 +1574,7 @@ class Engine:
         if st.status in ACCEPT_STATUSES:
             assert p.creditor_agent is not None
             work.batch.journal += self.book.settle(p.debtor_agent, p.creditor_agent, p.amount, p.id)
-            self._finish(p, PaymentEvent.ACCEPT, None, now)
+            self._finish(p, PaymentEvent.ACCEPT, None, now, work)
             self._update(p, work)
             self._status_to(p.debtor_agent, p, "ACSC", None, now, work)
             self._status_to(p.creditor_agent, p, "ACCC", None, now, work, in_reply_to=inbound.id)
@@ -1459,7 +1582,7 @@ class Engine:
             reason = st.reasons[0] if st.reasons else "NARR"
             info = st.additional_info[0] if st.additional_info else None
             work.batch.journal += self.book.release(p.debtor_agent, p.amount, p.id)
-            self._finish(p, PaymentEvent.CREDITOR_REJECT, reason, now)
+            self._finish(p, PaymentEvent.CREDITOR_REJECT, reason, now, work)
             self._update(p, work)
             self._status_to(p.debtor_agent, p, "RJCT", reason, now, work, text=info)
         else:
@@ -1622,7 +1745,7 @@ class Engine:
             if p is None or p.state is not PaymentState.FORWARDED:
                 continue
             work.batch.journal += self.book.release(p.debtor_agent, p.amount, p.id)
-            self._finish(p, PaymentEvent.TIMEOUT, "AB05", now)
+            self._finish(p, PaymentEvent.TIMEOUT, "AB05", now, work)
             self._update(p, work)
             text = "the creditor agent did not answer in time"
             self._status_to(p.debtor_agent, p, "RJCT", "AB05", now, work, text=text)

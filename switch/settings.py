@@ -45,6 +45,10 @@ class EngineSettings:
     max_message_bytes: int = 1 << 20
     read_workers: int = 0
     """Processes that read (hash, parse, validate, view) large batches; 0 reads in-line."""
+    recent_payments: int = 100_000
+    """Final payments kept in memory (with as many message ids, and twice as many hashes
+    of inbound messages): what a message refers to beyond them is looked up in the
+    store. Memory and start-up time are bounded by this and the payments in flight."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -216,11 +220,17 @@ def load_settings(
         batch_size=_get(eng, "batch_size", "engine", int, 256),
         max_message_bytes=_get(eng, "max_message_bytes", "engine", int, 1 << 20),
         read_workers=_get(eng, "read_workers", "engine", int, 0),
+        recent_payments=_get(eng, "recent_payments", "engine", int, 100_000),
     )
     if engine.batch_size < 1:
         raise SettingsError("engine.batch_size must be at least 1")
     if not 0 <= engine.read_workers <= 16:
         raise SettingsError("engine.read_workers must be between 0 and 16")
+    if engine.recent_payments < 4 * engine.batch_size:
+        raise SettingsError(
+            f"engine.recent_payments must be at least 4 x engine.batch_size "
+            f"({4 * engine.batch_size}): the batches deciding and committing stay in memory"
+        )
     return Settings(
         scheme=scheme,
         response_timeout=timeout,

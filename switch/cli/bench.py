@@ -13,10 +13,11 @@ import asyncio
 import json
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from switch.settings import SettingsError, load_settings
+from switch.settings import Settings, SettingsError, load_settings
 
 DEFAULT_PG_DB = "rtpswitch_bench"
 FULL_WINDOW = 200
@@ -29,6 +30,14 @@ async def _postgres_url(name: str) -> str:
     url = await ensure_test_database(name)
     await reset_database(url)
     return url
+
+
+def _recent(settings: Settings, recent: int) -> Settings:
+    """`settings` with `engine.recent_payments` = `recent` (checked as in the config file)."""
+    least = 4 * settings.engine.batch_size
+    if recent < least:
+        raise SettingsError(f"--recent-payments must be at least 4 x engine.batch_size ({least})")
+    return replace(settings, engine=replace(settings.engine, recent_payments=recent))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
             return 2
         try:
             settings = load_settings(args.config, store=store)
+            if args.recent_payments is not None:
+                settings = _recent(settings, args.recent_payments)
             if args.lookups:
                 looked = asyncio.run(
                     run_lookups(settings, seconds=args.seconds, window=args.window)
@@ -187,6 +198,13 @@ def register(sub: Any) -> None:
         "--lookups",
         action="store_true",
         help="measure alias lookups (acmt.023 -> acmt.024) instead of payments",
+    )
+    p.add_argument(
+        "--recent-payments",
+        type=int,
+        help="final payments the engine keeps in memory (engine.recent_payments): a small "
+        "number measures a long-running switch, whose older payments are in the store only "
+        "(embedded, postgres)",
     )
     p.add_argument("--config", type=Path, help="switch configuration (TOML)")
     p.add_argument("--json", action="store_true")

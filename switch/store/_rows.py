@@ -37,6 +37,7 @@ from switch.store.base import (
     OperatorToken,
     PaymentQuery,
     PaymentRecord,
+    Recalled,
     StatementRecord,
 )
 
@@ -562,6 +563,33 @@ SELECT b.idx, b.instr_id, b.end_to_end_id, b.tx_id, b.uetr, b.payment_id, p.stat
  ORDER BY b.idx
  LIMIT $3
 """
+OPEN_PAYMENTS: Final = (
+    f"SELECT {PAY_COLS} FROM payments WHERE state NOT IN ({FINAL_IN}) ORDER BY created_at, id"
+)
+"""The payments not yet final (what the engine loads at start-up)."""
+ANY_INBOUND: Final = "SELECT EXISTS (SELECT 1 FROM messages WHERE direction = 'in')"
+"""Whether any inbound message is archived (so message ids or hashes may be left out)."""
+RECALL_PAY_COLS: Final = ", ".join("p." + c.strip() for c in PAY_COLS.split(","))
+
+
+def recalled(payments: Iterable[Any], keys: Iterable[Any], ts: Timestamp) -> Recalled:
+    """`Recalled` from payment rows (RECALL_PAY_COLS then the file id) and key rows
+    ('m', sender, msg_id, NULL) / ('h', sender, sha256, message id)."""
+    found = []
+    for r in payments:
+        p = payment(r, ts)
+        p.batch_file = r[17]
+        found.append(p)
+    msg_ids: set[tuple[str, str]] = set()
+    hashes: dict[tuple[str, str], str] = {}
+    for kind, a, b, c in keys:
+        if kind == "m":
+            msg_ids.add((a, b))
+        else:
+            hashes[(a, b)] = c
+    return Recalled(msg_ids=frozenset(msg_ids), payments=found, inbound_hashes=hashes)
+
+
 BATCH_OPEN_PAYMENTS: Final = f"""
 SELECT b.payment_id, b.file_id FROM batch_items b JOIN payments p ON p.id = b.payment_id
  WHERE p.state NOT IN ({FINAL_IN})

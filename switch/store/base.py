@@ -372,6 +372,38 @@ class State:
     unsent: Sequence[ArchivedMessage]
     batch_payments: Mapping[str, str] = field(default_factory=dict)
     """Payments not yet final that came from a batch file: payment id -> file id."""
+    partial: bool = False
+    """True when final payments, message ids or inbound hashes were left out (the store
+    holds some): what a message refers to that is not here is to be `recall`ed."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecallKeys:
+    """What the engine asks the store about, not finding it in memory (`Store.recall`)."""
+
+    msg_ids: Sequence[tuple[str, str]] = ()
+    """(sender, GrpHdr/MsgId) of pacs.008 messages."""
+    uetrs: Sequence[str] = ()
+    """UETRs (lowercase) of payments: a pacs.008's own, or one a pacs.002/pacs.028 names."""
+    transactions: Sequence[tuple[str, str, str]] = ()
+    """(debtor agent, EndToEndId, TxId or "") of pacs.008 transactions."""
+    hashes: Sequence[tuple[str, str]] = ()
+    """(sender, SHA-256) of inbound messages that came on their own (not in a file)."""
+
+    def __bool__(self) -> bool:
+        return bool(self.msg_ids or self.uetrs or self.transactions or self.hashes)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Recalled:
+    """What the store holds of `RecallKeys`."""
+
+    msg_ids: frozenset[tuple[str, str]] = frozenset()
+    payments: Sequence[PaymentRecord] = ()
+    """Payments with one of the UETRs or transactions asked about (their file, if any,
+    in `PaymentRecord.batch_file`)."""
+    inbound_hashes: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    """(sender, sha256) -> the archive id of the first such inbound message."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -403,8 +435,19 @@ class Store(abc.ABC):
         """Create participants (with a zero position) or update their name/status/limit."""
 
     @abc.abstractmethod
-    async def load_state(self) -> State:
-        """Everything the engine needs to resume."""
+    async def load_state(self, *, open_only: bool = False) -> State:
+        """Everything the engine needs to resume.
+
+        `open_only`: only the payments not yet final, and no message ids or inbound hashes
+        (`State.partial` says whether the store holds any): what the engine loads at
+        start-up, so that it starts in a time and memory bounded by the payments in
+        flight, not by the archive. The rest is `recall`ed when a message refers to it.
+        """
+
+    @abc.abstractmethod
+    async def recall(self, keys: RecallKeys) -> Recalled:
+        """What the store holds of `keys` (duplicate checks and references to payments
+        the engine no longer keeps in memory), in one snapshot."""
 
     @abc.abstractmethod
     async def commit_batch(self, batch: Batch) -> None:

@@ -75,6 +75,8 @@ from switch.store.base import (
     OperatorToken,
     PaymentQuery,
     PaymentRecord,
+    Recalled,
+    RecallKeys,
     State,
     StatementRecord,
     Store,
@@ -234,6 +236,37 @@ _LOAD: Final = (
     "ORDER BY at, id",
     _rows.BATCH_OPEN_PAYMENTS,
 )
+_LOAD_OPEN: Final = (*_LOAD[:3], _rows.OPEN_PAYMENTS, _rows.ANY_INBOUND, *_LOAD[6:])
+"""`_LOAD` for `load_state(open_only=True)`: the open payments, and whether the store holds
+any inbound message, instead of every payment, message id and hash."""
+
+_RECALL_PAYMENTS: Final = f"""
+SELECT {_rows.RECALL_PAY_COLS}, b.file_id FROM payments p
+  LEFT JOIN batch_items b ON b.payment_id = p.id
+ WHERE p.id IN (
+    SELECT q.id FROM unnest($1::text[]) AS u (uetr) JOIN payments q ON q.uetr = u.uetr
+    UNION
+    SELECT q.id FROM unnest($2::text[], $3::text[], $4::text[]) AS t (debtor, e2e, tx)
+      JOIN payments q ON q.debtor_agent = t.debtor AND q.end_to_end_id = t.e2e
+                     AND COALESCE(q.tx_id, '') = t.tx)
+"""
+"""Payments by UETR ($1) or by transaction ($2-$4: debtor agent, EndToEndId, TxId or ''),
+each probed through its unique index."""
+
+_RECALL_KEYS: Final = """
+SELECT 'm', k.sender, k.msg_id, NULL FROM unnest($1::text[], $2::text[]) AS k (sender, msg_id)
+ WHERE EXISTS (SELECT 1 FROM msg_ids i WHERE i.sender = k.sender AND i.msg_id = k.msg_id)
+UNION ALL
+SELECT 'h', k.sender, k.sha256, f.id FROM unnest($3::text[], $4::text[]) AS k (sender, sha256)
+ CROSS JOIN LATERAL (
+    SELECT id FROM messages
+     WHERE direction = 'in' AND batch_file IS NULL AND participant = k.sender
+       AND sha256 = k.sha256
+     ORDER BY at, id LIMIT 1) f
+"""
+"""Message ids ($1, $2) already used and inbound messages ($3, $4) already archived, with
+the first such message's id (through `messages_inbound_hash`)."""
+
 _BATCH_ITEM_COLUMNS: Final = tuple(c.strip() for c in _rows.BATCH_ITEM_COLS.split(","))
 
 
@@ -425,16 +458,22 @@ class PostgresStore(Store):
         self.round_trips += 1
         await conn.execute(_UPSERT_PARTICIPANTS, *_columns(rows, 7))
 
-    async def load_state(self) -> State:
+    async def load_state(self, *, open_only: bool = False) -> State:
         """Everything the engine needs to resume, read from one snapshot."""
         pool = await self._get_pool()
+        queries = _LOAD_OPEN if open_only else _LOAD
         async with (
             pool.acquire() as conn,
             conn.transaction(isolation="repeatable_read", readonly=True),
         ):
-            results = [await conn.fetch(q) for q in _LOAD]
-        self.round_trips += len(_LOAD) + 2
-        parts, positions, totals, payments, msg_ids, hashes, unsent, from_files = results
+            results = [await conn.fetch(q) for q in queries]
+        self.round_trips += len(queries) + 2
+        if open_only:
+            parts, positions, totals, payments, inbound, unsent, from_files = results
+            msg_ids, hashes, partial = [], [], bool(inbound[0][0])
+        else:
+            parts, positions, totals, payments, msg_ids, hashes, unsent, from_files = results
+            partial = False
         return State(
             participants={r[0]: _rows.participant(r) for r in parts},
             positions={r[0]: Position(available=r[1], reserved=r[2]) for r in positions},
@@ -445,7 +484,26 @@ class PostgresStore(Store):
             inbound_hashes={(r[0], r[1]): r[2] for r in hashes},
             unsent=[_message(r) for r in unsent],
             batch_payments={r[0]: r[1] for r in from_files},
+            partial=partial,
         )
+
+    async def recall(self, keys: RecallKeys) -> Recalled:
+        """What the store holds of `keys`: one statement for payments, one for the rest."""
+        pool = await self._get_pool()
+        payments: list[Any] = []
+        found: list[Any] = []
+        async with pool.acquire() as conn:
+            if keys.uetrs or keys.transactions:
+                self.round_trips += 1
+                payments = await conn.fetch(
+                    _RECALL_PAYMENTS, list(keys.uetrs), *_columns(keys.transactions, 3)
+                )
+            if keys.msg_ids or keys.hashes:
+                self.round_trips += 1
+                found = await conn.fetch(
+                    _RECALL_KEYS, *_columns(keys.msg_ids, 2), *_columns(keys.hashes, 2)
+                )
+        return _rows.recalled(payments, found, _same)
 
     async def commit_batch(self, batch: Batch) -> None:
         """Write one batch in one transaction: all of it or (on error) none of it."""

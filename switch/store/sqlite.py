@@ -34,6 +34,7 @@ URLs follow the usual convention: `sqlite:///relative/path.db`,
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sqlite3
 import threading
@@ -69,6 +70,8 @@ from switch.store.base import (
     OperatorToken,
     PaymentQuery,
     PaymentRecord,
+    Recalled,
+    RecallKeys,
     State,
     StatementRecord,
     Store,
@@ -157,6 +160,37 @@ _LOAD: Final = (
     "ORDER BY at, id",
     _rows.BATCH_OPEN_PAYMENTS,
 )
+_LOAD_OPEN: Final = (*_LOAD[:3], _rows.OPEN_PAYMENTS, _rows.ANY_INBOUND, *_LOAD[6:])
+"""`_LOAD` for `load_state(open_only=True)`: the open payments, and whether the store holds
+any inbound message, instead of every payment, message id and hash."""
+
+_RECALL_PAYMENTS: Final = f"""
+SELECT {_rows.RECALL_PAY_COLS}, b.file_id FROM payments p
+  LEFT JOIN batch_items b ON b.payment_id = p.id
+ WHERE p.id IN (
+    SELECT q.id FROM json_each(?) AS u JOIN payments q ON q.uetr = u.value
+    UNION
+    SELECT q.id FROM json_each(?) AS t
+      JOIN payments q ON q.debtor_agent = t.value ->> 0 AND q.end_to_end_id = t.value ->> 1
+                     AND COALESCE(q.tx_id, '') = t.value ->> 2)
+"""
+"""Payments by UETR or by transaction (JSON arrays: UETRs; [debtor agent, EndToEndId,
+TxId or ''] each), each probed through its unique index."""
+
+_RECALL_KEYS: Final = """
+SELECT 'm', k.value ->> 0, k.value ->> 1, NULL FROM json_each(?) AS k
+ WHERE EXISTS (SELECT 1 FROM msg_ids i WHERE i.sender = k.value ->> 0
+                                         AND i.msg_id = k.value ->> 1)
+UNION ALL
+SELECT 'h', k.value ->> 0, k.value ->> 1,
+       (SELECT id FROM messages
+         WHERE direction = 'in' AND batch_file IS NULL AND participant = k.value ->> 0
+           AND sha256 = k.value ->> 1
+         ORDER BY at, id LIMIT 1) AS first
+  FROM json_each(?) AS k WHERE first IS NOT NULL
+"""
+"""Message ids already used and inbound messages already archived (JSON arrays of
+[sender, msg id] and [sender, sha256]), with the first such message's id."""
 _INSERT_BATCH_ITEM: Final = (
     f"INSERT INTO batch_items ({_rows.BATCH_ITEM_COLS}) VALUES ({', '.join('?' * 11)})"
 )
@@ -387,19 +421,24 @@ class SqliteStore(Store):
         self._xm(conn, _UPSERT_PARTICIPANT, [_rows.participant_row(p) for p in by_id.values()])
         self._xm(conn, _INSERT_POSITION, [(p,) for p in by_id])
 
-    async def load_state(self) -> State:
+    async def load_state(self, *, open_only: bool = False) -> State:
         """Everything the engine needs to resume, read from one snapshot."""
+        queries = _LOAD_OPEN if open_only else _LOAD
 
         def work(conn: sqlite3.Connection) -> list[list[Any]]:
             self._x(conn, "BEGIN")
             try:
-                return [self._x(conn, q).fetchall() for q in _LOAD]
+                return [self._x(conn, q).fetchall() for q in queries]
             finally:
                 self._x(conn, "COMMIT")
 
-        parts, positions, totals, payments, msg_ids, hashes, unsent, from_files = await self._run(
-            work
-        )
+        results = await self._run(work)
+        if open_only:
+            parts, positions, totals, payments, any_inbound, unsent, from_files = results
+            msg_ids, hashes, partial = [], [], bool(any_inbound[0][0])
+        else:
+            parts, positions, totals, payments, msg_ids, hashes, unsent, from_files = results
+            partial = False
         inbound: dict[tuple[str, str], str] = {}
         for participant, sha256, msg_id in hashes:
             inbound.setdefault((participant, sha256), msg_id)
@@ -413,7 +452,28 @@ class SqliteStore(Store):
             inbound_hashes=inbound,
             unsent=[_message(r) for r in unsent],
             batch_payments={r[0]: r[1] for r in from_files},
+            partial=partial,
         )
+
+    async def recall(self, keys: RecallKeys) -> Recalled:
+        """What the store holds of `keys`, in one snapshot."""
+        uetrs, transactions = json.dumps(list(keys.uetrs)), json.dumps(list(keys.transactions))
+        msg_ids, hashes = json.dumps(list(keys.msg_ids)), json.dumps(list(keys.hashes))
+
+        def work(conn: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
+            self._x(conn, "BEGIN")
+            try:
+                payments = found = []
+                if keys.uetrs or keys.transactions:
+                    payments = self._x(conn, _RECALL_PAYMENTS, (uetrs, transactions)).fetchall()
+                if keys.msg_ids or keys.hashes:
+                    found = self._x(conn, _RECALL_KEYS, (msg_ids, hashes)).fetchall()
+                return payments, found
+            finally:
+                self._x(conn, "COMMIT")
+
+        payments, found = await self._run(work)
+        return _rows.recalled(payments, found, _dt)
 
     async def commit_batch(self, batch: Batch) -> None:
         """Write one batch in one transaction: all of it or (on error) none of it."""

@@ -26,6 +26,7 @@ from switch.store import (
     Direction,
     PaymentRecord,
     PaymentUpdate,
+    RecallKeys,
     State,
     Store,
     postgres,
@@ -218,6 +219,47 @@ async def test_commit_batch_writes_everything_and_load_state_returns_it(store: S
     assert list(state.unsent) == [outbound[1], outbound[0]]  # in order of `at`
     assert await store.fetch_messages(["out-p1", "nope", "in-p2"]) == [outbound[0], inbound[1]]
     assert all(m.at.tzinfo is not None for m in state.unsent)
+
+
+async def test_load_state_open_only_leaves_the_final_and_recall_finds_them(store: Store) -> None:
+    await store.upsert_participants(PARTICIPANTS)
+    empty = await store.load_state(open_only=True)
+    assert not empty.partial and not empty.payments
+    done = payment("p1", state=PaymentState.SETTLED, tx_id="T1")
+    flying = payment("p2", state=PaymentState.FORWARDED)
+    inbound = [message("in-p1", payment_id="p1"), message("in-p2", payment_id="p2")]
+    # The same bytes again, later: the first of them is the one a resend refers to.
+    again = replace(inbound[0], id="in-p1-again", at=T0 + timedelta(seconds=1))
+    await store.commit_batch(
+        Batch(
+            messages=[*inbound, again],
+            new_payments=[done, flying],
+            msg_ids=[(A, "msg-p1"), (A, "msg-p2")],
+        )
+    )
+    state = await store.load_state(open_only=True)
+    assert list(state.payments) == [flying]
+    assert state.partial and not state.msg_ids and not state.inbound_hashes
+    assert len((await store.load_state()).payments) == 2  # a full load still has both
+
+    got = await store.recall(
+        RecallKeys(
+            msg_ids=[(A, "msg-p1"), (A, "nope"), (B, "msg-p1")],
+            uetrs=["uetr-p1", "uetr-nope"],
+            transactions=[
+                (A, "e2e-p2", ""),
+                (A, "e2e-p1", "T1"),
+                (A, "e2e-p1", ""),
+                (B, "e2e-p2", ""),
+            ],
+            hashes=[(A, inbound[0].sha256), (B, inbound[0].sha256), (A, "0" * 64)],
+        )
+    )
+    assert got.msg_ids == frozenset({(A, "msg-p1")})
+    assert sorted(got.payments, key=lambda p: p.id) == [done, flying]
+    assert got.inbound_hashes == {(A, inbound[0].sha256): "in-p1"}
+    nothing = await store.recall(RecallKeys(uetrs=["uetr-nope"], hashes=[(C, "1" * 64)]))
+    assert not nothing.payments and not nothing.msg_ids and not nothing.inbound_hashes
 
 
 async def test_payment_updates(store: Store) -> None:
