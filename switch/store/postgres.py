@@ -240,22 +240,28 @@ _LOAD_OPEN: Final = (*_LOAD[:3], _rows.OPEN_PAYMENTS, _rows.ANY_INBOUND, *_LOAD[
 """`_LOAD` for `load_state(open_only=True)`: the open payments, and whether the store holds
 any inbound message, instead of every payment, message id and hash."""
 
+_RECALL_FILE: Final = "(SELECT b.file_id FROM batch_items b WHERE b.payment_id = p.id LIMIT 1)"
 _RECALL_PAYMENTS: Final = f"""
-SELECT {_rows.RECALL_PAY_COLS}, b.file_id FROM payments p
-  LEFT JOIN batch_items b ON b.payment_id = p.id
- WHERE p.id IN (
-    SELECT q.id FROM unnest($1::text[]) AS u (uetr) JOIN payments q ON q.uetr = u.uetr
-    UNION
-    SELECT q.id FROM unnest($2::text[], $3::text[], $4::text[]) AS t (debtor, e2e, tx)
-      JOIN payments q ON q.debtor_agent = t.debtor AND q.end_to_end_id = t.e2e
-                     AND COALESCE(q.tx_id, '') = t.tx)
+SELECT {_rows.RECALL_PAY_COLS}, {_RECALL_FILE}
+  FROM unnest($1::text[]) AS u (uetr)
+ CROSS JOIN LATERAL (SELECT * FROM payments q WHERE q.uetr = u.uetr LIMIT 1) p
+UNION
+SELECT {_rows.RECALL_PAY_COLS}, {_RECALL_FILE}
+  FROM unnest($2::text[], $3::text[], $4::text[]) AS t (debtor, e2e, tx)
+ CROSS JOIN LATERAL (
+    SELECT * FROM payments q
+     WHERE q.debtor_agent = t.debtor AND q.end_to_end_id = t.e2e
+       AND COALESCE(q.tx_id, '') = t.tx
+     LIMIT 1) p
 """
 """Payments by UETR ($1) or by transaction ($2-$4: debtor agent, EndToEndId, TxId or ''),
-each probed through its unique index."""
+with the file each came from. Every key is one probe of its unique index (LATERAL ...
+LIMIT 1): as a plain join the planner may hash the whole table instead."""
 
 _RECALL_KEYS: Final = """
 SELECT 'm', k.sender, k.msg_id, NULL FROM unnest($1::text[], $2::text[]) AS k (sender, msg_id)
- WHERE EXISTS (SELECT 1 FROM msg_ids i WHERE i.sender = k.sender AND i.msg_id = k.msg_id)
+ CROSS JOIN LATERAL (
+    SELECT 1 FROM msg_ids i WHERE i.sender = k.sender AND i.msg_id = k.msg_id LIMIT 1) f
 UNION ALL
 SELECT 'h', k.sender, k.sha256, f.id FROM unnest($3::text[], $4::text[]) AS k (sender, sha256)
  CROSS JOIN LATERAL (
@@ -265,7 +271,8 @@ SELECT 'h', k.sender, k.sha256, f.id FROM unnest($3::text[], $4::text[]) AS k (s
      ORDER BY at, id LIMIT 1) f
 """
 """Message ids ($1, $2) already used and inbound messages ($3, $4) already archived, with
-the first such message's id (through `messages_inbound_hash`)."""
+the first such message's id; one probe of `msg_ids`' key or of `messages_inbound_hash`
+per key (a semi-join was planned as a hash of all of `msg_ids`)."""
 
 _BATCH_ITEM_COLUMNS: Final = tuple(c.strip() for c in _rows.BATCH_ITEM_COLS.split(","))
 
