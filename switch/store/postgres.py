@@ -495,21 +495,27 @@ class PostgresStore(Store):
         )
 
     async def recall(self, keys: RecallKeys) -> Recalled:
-        """What the store holds of `keys`: one statement for payments, one for the rest."""
+        """What the store holds of `keys`: payments, and the rest, asked at once on two
+        connections (the engine waits for the answer before it decides the batch)."""
         pool = await self._get_pool()
-        payments: list[Any] = []
-        found: list[Any] = []
-        async with pool.acquire() as conn:
-            if keys.uetrs or keys.transactions:
-                self.round_trips += 1
-                payments = await conn.fetch(
-                    _RECALL_PAYMENTS, list(keys.uetrs), *_columns(keys.transactions, 3)
-                )
-            if keys.msg_ids or keys.hashes:
-                self.round_trips += 1
-                found = await conn.fetch(
-                    _RECALL_KEYS, *_columns(keys.msg_ids, 2), *_columns(keys.hashes, 2)
-                )
+
+        async def fetch(sql: str, *args: Any) -> list[Any]:
+            self.round_trips += 1
+            async with pool.acquire() as conn:
+                rows: list[Any] = await conn.fetch(sql, *args)
+                return rows
+
+        async def nothing() -> list[Any]:
+            return []
+
+        payments, found = await asyncio.gather(
+            fetch(_RECALL_PAYMENTS, list(keys.uetrs), *_columns(keys.transactions, 3))
+            if keys.uetrs or keys.transactions
+            else nothing(),
+            fetch(_RECALL_KEYS, *_columns(keys.msg_ids, 2), *_columns(keys.hashes, 2))
+            if keys.msg_ids or keys.hashes
+            else nothing(),
+        )
         return _rows.recalled(payments, found, _same)
 
     async def commit_batch(self, batch: Batch) -> None:
