@@ -575,11 +575,11 @@ RECALL_PAY_COLS: Final = ", ".join("p." + c.strip() for c in PAY_COLS.split(",")
 def recalled(payments: Iterable[Any], keys: Iterable[Any], ts: Timestamp) -> Recalled:
     """`Recalled` from payment rows (RECALL_PAY_COLS then the file id) and key rows
     ('m', sender, msg_id, NULL) / ('h', sender, sha256, message id)."""
-    found = []
-    for r in payments:
-        p = payment(r, ts)
-        p.batch_file = r[17]
-        found.append(p)
+    found: dict[str, PaymentRecord] = {}
+    for r in payments:  # the same payment may be found by its UETR and its transaction
+        if r[0] not in found:
+            p = found[r[0]] = payment(r, ts)
+            p.batch_file = r[17]
     msg_ids: set[tuple[str, str]] = set()
     hashes: dict[tuple[str, str], str] = {}
     for kind, a, b, c in keys:
@@ -587,7 +587,9 @@ def recalled(payments: Iterable[Any], keys: Iterable[Any], ts: Timestamp) -> Rec
             msg_ids.add((a, b))
         else:
             hashes[(a, b)] = c
-    return Recalled(msg_ids=frozenset(msg_ids), payments=found, inbound_hashes=hashes)
+    return Recalled(
+        msg_ids=frozenset(msg_ids), payments=list(found.values()), inbound_hashes=hashes
+    )
 
 
 BATCH_OPEN_PAYMENTS: Final = f"""

@@ -245,7 +245,7 @@ _RECALL_PAYMENTS: Final = f"""
 SELECT {_rows.RECALL_PAY_COLS}, {_RECALL_FILE}
   FROM unnest($1::text[]) AS u (uetr)
  CROSS JOIN LATERAL (SELECT * FROM payments q WHERE q.uetr = u.uetr LIMIT 1) p
-UNION
+UNION ALL
 SELECT {_rows.RECALL_PAY_COLS}, {_RECALL_FILE}
   FROM unnest($2::text[], $3::text[], $4::text[]) AS t (debtor, e2e, tx)
  CROSS JOIN LATERAL (
@@ -255,8 +255,9 @@ SELECT {_rows.RECALL_PAY_COLS}, {_RECALL_FILE}
      LIMIT 1) p
 """
 """Payments by UETR ($1) or by transaction ($2-$4: debtor agent, EndToEndId, TxId or ''),
-with the file each came from. Every key is one probe of its unique index (LATERAL ...
-LIMIT 1): as a plain join the planner may hash the whole table instead."""
+with the file each came from (one found both ways comes twice). Every key is one probe
+of its unique index (LATERAL ... LIMIT 1): as a plain join the planner may hash the
+whole table instead."""
 
 _RECALL_KEYS: Final = """
 SELECT 'm', k.sender, k.msg_id, NULL FROM unnest($1::text[], $2::text[]) AS k (sender, msg_id)
@@ -399,6 +400,7 @@ class PostgresStore(Store):
         self._min_size = min_size
         self._max_size = max_size
         self._pool: Any = None
+        self._recall_conns: list[Any] = [None, None]
         self._pool_lock = asyncio.Lock()
 
     async def _get_pool(self) -> Any:
@@ -495,24 +497,23 @@ class PostgresStore(Store):
         )
 
     async def recall(self, keys: RecallKeys) -> Recalled:
-        """What the store holds of `keys`: payments, and the rest, asked at once on two
-        connections (the engine waits for the answer before it decides the batch)."""
-        pool = await self._get_pool()
+        """What the store holds of `keys`: payments on one connection, the other keys on
+        another, at once (the engine waits for both before it decides the batch)."""
 
-        async def fetch(sql: str, *args: Any) -> list[Any]:
+        async def fetch(which: int, sql: str, *args: Any) -> list[Any]:
             self.round_trips += 1
-            async with pool.acquire() as conn:
-                rows: list[Any] = await conn.fetch(sql, *args)
-                return rows
+            conn = await self._recall_connection(which)
+            rows: list[Any] = await conn.fetch(sql, *args)
+            return rows
 
         async def nothing() -> list[Any]:
             return []
 
         payments, found = await asyncio.gather(
-            fetch(_RECALL_PAYMENTS, list(keys.uetrs), *_columns(keys.transactions, 3))
+            fetch(0, _RECALL_PAYMENTS, list(keys.uetrs), *_columns(keys.transactions, 3))
             if keys.uetrs or keys.transactions
             else nothing(),
-            fetch(_RECALL_KEYS, *_columns(keys.msg_ids, 2), *_columns(keys.hashes, 2))
+            fetch(1, _RECALL_KEYS, *_columns(keys.msg_ids, 2), *_columns(keys.hashes, 2))
             if keys.msg_ids or keys.hashes
             else nothing(),
         )
@@ -921,8 +922,31 @@ class PostgresStore(Store):
         self.transactions += 1
         return None if row is None else _rows.approval(row, _same)
 
+    async def _recall_connection(self, which: int) -> Any:
+        """Connection `which` (0 or 1) of `recall` (made on first use, again if lost).
+
+        The engine waits for each recall before it decides a batch: its two statements
+        take no turn at the pool, run side by side, and are planned once (generic plans;
+        planned per call, for the arrays at hand, planning took longer than running).
+        """
+        conn = self._recall_conns[which]
+        if conn is None or conn.is_closed():
+            conn = self._recall_conns[which] = await asyncpg.connect(
+                self.url,
+                server_settings={
+                    "application_name": "rtpswitch-recall",
+                    "jit": "off",
+                    "plan_cache_mode": "force_generic_plan",
+                },
+            )
+        return conn
+
     async def close(self) -> None:
         """Release connections."""
+        conns, self._recall_conns = self._recall_conns, [None, None]
+        for conn in conns:
+            if conn is not None and not conn.is_closed():
+                await conn.close()
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
