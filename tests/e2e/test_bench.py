@@ -32,3 +32,19 @@ def test_embedded_bench_reports_throughput_latency_and_the_engine_stages() -> No
     assert report["stage_ms"]["decide"] > 0
     # Each payment is two deliveries (its pacs.008, the creditor's pacs.002), in batches.
     assert report["deliveries_per_batch"] >= 1
+
+
+def test_bench_with_few_recent_payments_clears_from_the_store_and_refuses_too_few() -> None:
+    base = [sys.executable, "-m", "switch.cli", "bench", "--stack", "embedded", "--seconds"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [*base, "4", "--recent-payments", "1024", "--json"]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["payments"] > 1024  # more finals than memory keeps: recalled from the store
+    assert report["payments_per_second"] > 0
+
+    cmd = [*base, "1", "--recent-payments", "100"]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "--recent-payments must be at least 4 x engine.batch_size (1024)" in done.stderr
