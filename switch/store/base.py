@@ -447,7 +447,12 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def recall(self, keys: RecallKeys) -> Recalled:
         """What the store holds of `keys` (duplicate checks and references to payments
-        the engine no longer keeps in memory), in one snapshot."""
+        the engine no longer keeps in memory).
+
+        The engine asks only about what it does not hold itself, and everything it has
+        decided and not yet committed it holds: what it asks about is either committed
+        long since (and final, for a payment) or absent, so a recall needs no snapshot
+        shared with the commits running beside it."""
 
     @abc.abstractmethod
     async def commit_batch(self, batch: Batch) -> None:

@@ -456,7 +456,7 @@ class SqliteStore(Store):
         )
 
     async def recall(self, keys: RecallKeys) -> Recalled:
-        """What the store holds of `keys`, in one snapshot."""
+        """What the store holds of `keys`."""
         uetrs, transactions = json.dumps(list(keys.uetrs)), json.dumps(list(keys.transactions))
         msg_ids, hashes = json.dumps(list(keys.msg_ids)), json.dumps(list(keys.hashes))
 
