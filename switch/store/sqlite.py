@@ -178,16 +178,18 @@ SELECT {_rows.RECALL_PAY_COLS}, b.file_id FROM payments p
 TxId or ''] each), each probed through its unique index."""
 
 _RECALL_KEYS: Final = """
-SELECT 'm', k.value ->> 0, k.value ->> 1, NULL FROM json_each(?) AS k
+WITH h AS MATERIALIZED (
+    SELECT k.value ->> 0 AS sender, k.value ->> 1 AS sha256,
+           (SELECT id FROM messages
+             WHERE direction = 'in' AND batch_file IS NULL AND participant = k.value ->> 0
+               AND sha256 = k.value ->> 1
+             ORDER BY at, id LIMIT 1) AS first
+      FROM json_each(?2) AS k)
+SELECT 'm', k.value ->> 0, k.value ->> 1, NULL FROM json_each(?1) AS k
  WHERE EXISTS (SELECT 1 FROM msg_ids i WHERE i.sender = k.value ->> 0
                                          AND i.msg_id = k.value ->> 1)
 UNION ALL
-SELECT 'h', k.value ->> 0, k.value ->> 1,
-       (SELECT id FROM messages
-         WHERE direction = 'in' AND batch_file IS NULL AND participant = k.value ->> 0
-           AND sha256 = k.value ->> 1
-         ORDER BY at, id LIMIT 1) AS first
-  FROM json_each(?) AS k WHERE first IS NOT NULL
+SELECT 'h', sender, sha256, first FROM h WHERE first IS NOT NULL
 """
 """Message ids already used and inbound messages already archived (JSON arrays of
 [sender, msg id] and [sender, sha256]), with the first such message's id."""
