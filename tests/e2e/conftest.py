@@ -9,6 +9,7 @@ schemas and the ISO base schemas (every message the switch emits must pass both)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -113,11 +114,11 @@ class Switch:
         return len((await self.store.load_state()).inbound_hashes)
 
 
-@pytest.fixture
-async def switch(store_url: str) -> AsyncIterator[Switch]:
-    """A running switch with banks A, B, C (active, funded) and S (suspended)."""
-    settings = load_settings(store=store_url, response_timeout=0.5)
-    store = open_store(store_url)
+@contextlib.asynccontextmanager
+async def running_switch(settings: Settings) -> AsyncIterator[Switch]:
+    """A running switch on `settings.store` with banks A, B, C (active, funded) and S
+    (suspended)."""
+    store = open_store(settings.store)
     await store.migrate()
     await store.upsert_participants(
         Participant(
@@ -141,6 +142,13 @@ async def switch(store_url: str) -> AsyncIterator[Switch]:
     finally:
         await sw.halt()
         await store.close()
+
+
+@pytest.fixture
+async def switch(store_url: str) -> AsyncIterator[Switch]:
+    """A running switch with banks A, B, C (active, funded) and S (suspended)."""
+    async with running_switch(load_settings(store=store_url, response_timeout=0.5)) as sw:
+        yield sw
 
 
 def pacs008(

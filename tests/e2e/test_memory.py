@@ -17,15 +17,11 @@ from dataclasses import replace
 
 import pytest
 
-from switch.core import Participant, PaymentState
-from switch.core.money import to_minor
+from switch.core import PaymentState
 from switch.engine import Engine
 from switch.iso20022 import views
 from switch.settings import load_settings
-from switch.store.base import open_store
-from switch.transport import LocalNetwork
 from tests.e2e.conftest import (
-    BANKS,
     OPENING,
     A,
     B,
@@ -35,6 +31,7 @@ from tests.e2e.conftest import (
     pacs002,
     pacs008,
     pacs028,
+    running_switch,
     status_of,
 )
 
@@ -50,24 +47,8 @@ async def small(store_url: str) -> AsyncIterator[Switch]:
     settings = replace(
         settings, engine=replace(settings.engine, batch_size=BATCH, recent_payments=RECENT)
     )
-    store = open_store(store_url)
-    await store.migrate()
-    await store.upsert_participants(
-        Participant(id=bic, member_id=mid, name=name) for bic, (mid, name) in BANKS.items()
-    )
-    network = LocalNetwork()
-    sw = Switch(
-        settings, store, network, Engine(settings=settings, store=store, transport=network.switch)
-    )
-    await sw.engine.start()
-    for bic in BANKS:
-        await sw.engine.fund(bic, to_minor(OPENING), "test-opening")
-    await sw.start()
-    try:
+    async with running_switch(settings) as sw:
         yield sw
-    finally:
-        await sw.halt()
-        await store.close()
 
 
 async def settle(sw: Switch, raws: list[bytes]) -> list[tuple[Received, Received]]:
