@@ -341,11 +341,13 @@ async def run_lookups(
     stop = asyncio.Event()
 
     async def receive(bank: int) -> None:
+        # Without a timeout a waiting answer is taken without a trip through the event
+        # loop (a timeout makes each receive a task of its own): the banks keep up with
+        # the switch however many answers one commit releases. Cancelled at the end.
         channel = channels[bank]
-        while not stop.is_set():
-            raw = await channel.receive(0.1)
-            if raw is None:
-                continue
+        while True:
+            raw = await channel.receive()
+            assert raw is not None
             m = _ORIGINAL_ID.search(raw)
             fut = waiting.pop(m.group(1).decode(), None) if m else None
             if fut is not None and not fut.done():
@@ -380,7 +382,8 @@ async def run_lookups(
             count += 1
 
     tasks = [asyncio.create_task(engine.run(stop))]
-    tasks += [asyncio.create_task(receive(b)) for b in range(4)]
+    receivers = [asyncio.create_task(receive(b)) for b in range(4)]
+    tasks += receivers
     try:
         await drive(time.perf_counter() + warmup)
         await asyncio.gather(*inflight)
@@ -396,6 +399,8 @@ async def run_lookups(
         refused = engine.stats.lookups_refused - refused0
     finally:
         stop.set()
+        for r in receivers:
+            r.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await store.close()
     latencies.sort()

@@ -48,3 +48,19 @@ def test_bench_with_few_recent_payments_clears_from_the_store_and_refuses_too_fe
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "--recent-payments must be at least 4 x engine.batch_size (1024)" in done.stderr
+
+
+def test_lookup_bench_answers_every_lookup_one_in_ten_not_found() -> None:
+    cmd = [sys.executable, "-m", "switch.cli", "bench", "--stack", "embedded", "--lookups"]
+    cmd += ["--seconds", "1", "--json"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+
+    assert report["lookups"] > 0
+    assert report["lookups_per_second"] > 0
+    assert 0 < report["p50_ms"] <= report["p99_ms"]
+    assert report["refused"] == 0  # the banks' buckets are lifted for the run
+    # One lookup in ten asks about an alias nobody registered; the rest are found.
+    assert 0.85 <= report["found"] / report["lookups"] <= 0.95
