@@ -11,17 +11,28 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_embedded_bench_reports_throughput_latency_and_the_engine_stages() -> None:
-    cmd = [sys.executable, "-m", "switch.cli", "bench", "--stack", "embedded"]
-    cmd += ["--seconds", "1", "--json"]
+def _bench(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`rtpswitch bench --stack embedded ARGS...`, run as an operator would run it."""
+    cmd = [sys.executable, "-m", "switch.cli", "bench", "--stack", "embedded", *args]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _report(*args: str) -> dict[str, Any]:
+    """The `--json` report of a bench run that must succeed."""
+    done = _bench(*args, "--json")
     assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report
+
+
+def test_embedded_bench_reports_throughput_latency_and_the_engine_stages() -> None:
+    report = _report("--seconds", "1")
 
     assert report["payments"] > 0
     assert report["payments_per_second"] > 0
@@ -35,28 +46,17 @@ def test_embedded_bench_reports_throughput_latency_and_the_engine_stages() -> No
 
 
 def test_bench_with_few_recent_payments_clears_from_the_store_and_refuses_too_few() -> None:
-    base = [sys.executable, "-m", "switch.cli", "bench", "--stack", "embedded", "--seconds"]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = [*base, "4", "--recent-payments", "1024", "--json"]
-    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
+    report = _report("--seconds", "4", "--recent-payments", "1024")
     assert report["payments"] > 1024  # more finals than memory keeps: recalled from the store
     assert report["payments_per_second"] > 0
 
-    cmd = [*base, "1", "--recent-payments", "100"]
-    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    done = _bench("--seconds", "1", "--recent-payments", "100", timeout=60)
     assert done.returncode == 2
     assert "--recent-payments must be at least 4 x engine.batch_size (1024)" in done.stderr
 
 
 def test_lookup_bench_answers_every_lookup_one_in_ten_not_found() -> None:
-    cmd = [sys.executable, "-m", "switch.cli", "bench", "--stack", "embedded", "--lookups"]
-    cmd += ["--seconds", "1", "--json"]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
+    report = _report("--lookups", "--seconds", "1")
 
     assert report["lookups"] > 0
     assert report["lookups_per_second"] > 0
