@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import hashlib
 import heapq
 import itertools
@@ -54,6 +53,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
+from switch import heap
 from switch.core import (
     FINAL_STATES,
     AgentRef,
@@ -386,12 +386,9 @@ class Engine:
         if self.settings.engine.read_workers and self._readers is None:
             self._readers = await start_workers(self.settings.engine.read_workers, self.security)
         self._started = True
-        # What is alive now (modules, compiled schemas, the state just rebuilt) stays for
-        # the life of the process: once frozen, the collector's full passes no longer walk
-        # it. Each such pass stops the event loop, and over this many objects it took tens
-        # of milliseconds, straight into the latency of the payments waiting on the loop.
-        gc.collect()
-        gc.freeze()
+        # What is alive now stays for the life of the process: frozen out of the
+        # collector's passes, which also run less often (see switch.heap).
+        heap.settle()
         if state.unsent:
             log.info("sending %d committed messages left unsent", len(state.unsent))
             await self._send([_Send(m.participant, m) for m in state.unsent])

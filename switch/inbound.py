@@ -26,6 +26,7 @@ from typing import Final
 
 from lxml import etree
 
+from switch import heap
 from switch.iso20022 import (
     MessageType,
     ParseLimits,
@@ -253,8 +254,10 @@ def sign_in_reader(messages: Sequence[bytes]) -> list[bytes]:
 
 
 def _warm_up() -> None:
-    """Compile the schemas in a fresh worker before the first batch needs them."""
+    """Compile the schemas in a fresh worker before the first batch needs them; then
+    settle its collector as the engine's (switch.heap)."""
     default_registry().load_all()
+    heap.settle()
 
 
 def _exit_with(parent: int) -> None:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from switch import heap
 from switch.core import Participant
 from switch.directory import AliasType
 from switch.directory_service import DirectoryService
@@ -190,12 +191,30 @@ async def test_what_is_alive_once_the_engine_started_is_left_out_of_collections(
     await store.migrate()
     engine = Engine(settings=settings, store=store, transport=LocalSwitchTransport(LocalNetwork()))
     gc.unfreeze()
+    thresholds = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)
     try:
         assert gc.get_freeze_count() == 0
         await engine.start()
         assert gc.get_freeze_count() > 10_000
+        # Young collections come after 50,000 net allocations, not CPython's 700.
+        assert gc.get_threshold() == (heap.YOUNG_THRESHOLD, *heap.OLDER_THRESHOLDS)
+        assert heap.YOUNG_THRESHOLD == 50_000
     finally:
+        gc.set_threshold(*thresholds)
         await store.close()
+
+
+async def test_a_reader_process_settles_its_collector_as_the_engine_does() -> None:
+    pool = await start_workers(1)
+    try:
+        assert pool.submit(gc.get_threshold).result(timeout=30) == (
+            heap.YOUNG_THRESHOLD,
+            *heap.OLDER_THRESHOLDS,
+        )
+        assert pool.submit(gc.get_freeze_count).result(timeout=30) > 10_000
+    finally:
+        pool.shutdown()
 
 
 async def test_the_directory_is_asked_again_only_for_batches_that_arrived_after_it_was_read(
