@@ -130,10 +130,6 @@ _SIGN_EVENTS: Final = {"SGON": ParticipantStatus.ACTIVE, "SGOF": ParticipantStat
 ACCEPT_STATUSES: Final = frozenset({"ACSP", "ACCP", "ACSC", "ACCC", "ACWC"})
 _DIRECTORY_POLL: Final = 0.25
 """Seconds between looks at the directory when no payment needs it (claims to notify)."""
-_MAY_USE_DIRECTORY: Final = re.compile(rb"Prxy>|acmt\.023")
-"""Bytes found in every message that needs the alias directory (a pacs.008 paying an
-alias names `CdtrAcct/Prxy`; a lookup is an acmt.023); a match only starts the
-directory query early, the message's reading decides whether it is used."""
 CLAIM_EVENTS: Final = {
     "claim": "PCLM",
     "confirm": "PCNF",
@@ -208,6 +204,14 @@ def _retrieved(task: asyncio.Task[Any]) -> None:
     failure that matters is raised where the result is awaited."""
     if not task.cancelled():
         task.exception()
+
+
+def _may_use_directory(data: bytes) -> bool:
+    """Whether `data` holds bytes found in every message that needs the alias directory
+    (a pacs.008 paying an alias names `CdtrAcct/Prxy`; a lookup is an acmt.023). A match
+    only starts the directory query early; the message's reading decides whether it is
+    used. Plain substring searches: a regular expression took five times as long."""
+    return b"Prxy>" in data or b"acmt.023" in data
 
 
 @dataclass(slots=True)
@@ -736,7 +740,7 @@ class Engine:
             # A large batch that may need the directory has its query run while it is
             # read (small ones, read at once or waiting behind a large one, ask when
             # they are decided: one query each would cost more than it saves).
-            if large and any(_MAY_USE_DIRECTORY.search(d.data) for d in deliveries):
+            if large and any(_may_use_directory(d.data) for d in deliveries):
                 directory = asyncio.ensure_future(self.directory.changes_since())
                 directory.add_done_callback(_retrieved)
         self._reading.append(_Reading(deliveries, future, started, directory))
