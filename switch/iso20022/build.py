@@ -303,18 +303,21 @@ def forward_credit_transfer(
     doc = document if in_place else copy.deepcopy(document)
     body = _child(doc, q, "FIToFICstmrCdtTrf")
     tx = _child(body, q, "CdtTrfTxInf")
-    if tx is None:
+    if body is None or tx is None:
         raise ValueError("pacs.008 has no CdtTrfTxInf")
+    # The transaction's elements wanted, found in one pass over its children.
+    found: dict[str, etree._Element] = {}
+    for el in tx.iterchildren(q + "InstdAgt", q + "CdtrAgt", q + "CdtrAcct"):
+        found.setdefault(el.tag, el)
     if creditor_agent is not None:
-        _replace_agent(_child(tx, q, "CdtrAgt"), q, "CdtrAgt", creditor_agent)
+        _replace_agent(found.get(q + "CdtrAgt"), q, "CdtrAgt", creditor_agent)
     if instructed_agent is not None:
         # The instructed agent may be named in the group header, the transaction, or both.
-        for parent in (_child(body, q, "GrpHdr"), tx):
-            named = _child(parent, q, "InstdAgt")
+        for named in (_child(body, q, "GrpHdr", "InstdAgt"), found.get(q + "InstdAgt")):
             if named is not None:
                 _replace_agent(named, q, "InstdAgt", instructed_agent)
     if creditor_account_id is not None:
-        other_id = _child(tx, q, "CdtrAcct", "Id", "Othr", "Id")
+        other_id = _child(found.get(q + "CdtrAcct"), q, "Id", "Othr", "Id")
         if other_id is None:
             raise ValueError("pacs.008 has no CdtrAcct/Id/Othr/Id to fill in")
         other_id.text = creditor_account_id
@@ -331,11 +334,42 @@ def _child(el: etree._Element | None, q: str, *path: str) -> etree._Element | No
     return el
 
 
+def _only_child(el: etree._Element, tag: str) -> etree._Element | None:
+    """`el`'s one child when it has exactly one and it is a `tag`."""
+    if len(el) != 1:
+        return None
+    child = el[0]
+    return child if child.tag == tag else None
+
+
 def _replace_agent(el: etree._Element | None, q: str, name: str, agent: Agent) -> None:
-    """Make the agent element `el` (a `name`) name `agent` (its FinInstnId rebuilt in
-    the tree, in place)."""
+    """Make the agent element `el` (a `name`) name `agent`, and nothing else, in place.
+
+    When `el` already names an agent the same way (a lone BICFI, or a lone clearing
+    member id in the same clearing system), only its text changes; otherwise its
+    FinInstnId is rebuilt.
+    """
     if el is None:
         raise ValueError(f"pacs.008 has no {name} to replace")
+    fin = _only_child(el, q + "FinInstnId")
+    if fin is not None and agent.bicfi is not None and agent.member_id is None:
+        bicfi = _only_child(fin, q + "BICFI")
+        if bicfi is not None:
+            bicfi.text = agent.bicfi
+            return
+    elif fin is not None and agent.bicfi is None and agent.member_id is not None:
+        member = _only_child(fin, q + "ClrSysMmbId")
+        if member is not None and len(member) == 2:
+            system, member_id = member[0], member[1]
+            code = _only_child(system, q + "Cd")
+            if (
+                system.tag == q + "ClrSysId"
+                and code is not None
+                and code.text == (agent.clearing_system or USABA)
+                and member_id.tag == q + "MmbId"
+            ):
+                member_id.text = agent.member_id
+                return
     tail = el.tail
     el.clear()
     el.tail = tail

@@ -344,6 +344,76 @@ def test_forwarding_copy_keeps_everything_and_can_name_the_resolved_agent() -> N
     assert etree.tostring(msg.document) != untouched
 
 
+_Q8 = "{" + MessageType.PACS_008.namespace + "}"
+
+
+def _agent_xml(inner: str) -> str:
+    return f"<CdtrAgt><FinInstnId>{inner}</FinInstnId></CdtrAgt>"
+
+
+_MEMBER = "<ClrSysMmbId><ClrSysId><Cd>{cd}</Cd></ClrSysId><MmbId>{id}</MmbId></ClrSysMmbId>"
+
+
+@pytest.mark.parametrize(
+    ("named", "agent", "expected"),
+    [
+        # Named the same way: only the text changes.
+        (
+            "<BICFI>SWCHUS33XXX</BICFI>",
+            views.Agent(bicfi="BNKBUS33XXX"),
+            [("BICFI", "BNKBUS33XXX")],
+        ),
+        (
+            _MEMBER.format(cd="USABA", id="000000000"),
+            views.Agent(member_id="021000021"),
+            [("ClrSysMmbId", None), ("ClrSysId", None), ("Cd", "USABA"), ("MmbId", "021000021")],
+        ),
+        # Anything else is rebuilt: the agent named, and nothing the debtor agent wrote.
+        (
+            "<BICFI>SWCHUS33XXX</BICFI><Nm>The switch</Nm>",
+            views.Agent(bicfi="BNKBUS33XXX"),
+            [("BICFI", "BNKBUS33XXX")],
+        ),
+        (
+            _MEMBER.format(cd="USABA", id="000000000"),
+            views.Agent(member_id="123456", clearing_system="GBDSC"),
+            [("ClrSysMmbId", None), ("ClrSysId", None), ("Cd", "GBDSC"), ("MmbId", "123456")],
+        ),
+        (
+            _MEMBER.format(cd="USABA", id="000000000"),
+            views.Agent(bicfi="BNKBUS33XXX"),
+            [("BICFI", "BNKBUS33XXX")],
+        ),
+        (
+            "<BICFI>SWCHUS33XXX</BICFI>",
+            views.Agent(member_id="021000021"),
+            [("ClrSysMmbId", None), ("ClrSysId", None), ("Cd", "USABA"), ("MmbId", "021000021")],
+        ),
+    ],
+)
+def test_forwarding_copy_names_the_resolved_creditor_agent_however_it_was_named(
+    named: str, agent: views.Agent, expected: list[tuple[str, str | None]]
+) -> None:
+    msg = parse((EXAMPLES / "pacs.008-proxy.xml").read_bytes())
+    assert msg.document is not None
+    tx = next(msg.document.iter(_Q8 + "CdtTrfTxInf"))
+    old = tx.find(_Q8 + "CdtrAgt")
+    assert old is not None
+    replacement = etree.fromstring(
+        _agent_xml(named).replace("<CdtrAgt>", f'<CdtrAgt xmlns="{_Q8[1:-1]}">', 1)
+    )
+    old.getparent().replace(old, replacement)  # type: ignore[union-attr]
+    forwarded = build.forward_credit_transfer(msg.document, creditor_agent=agent)
+    doc = etree.fromstring(forwarded)
+    cdtr_agt = next(doc.iter(_Q8 + "CdtrAgt"))
+    fin = cdtr_agt[0]
+    assert len(cdtr_agt) == 1 and fin.tag == _Q8 + "FinInstnId"
+    assert [(etree.QName(e).localname, e.text) for e in fin.iterdescendants()] == expected
+    raw = _bizmsg(MessageType.PACS_008, forwarded, views.Agent(bicfi="BNKBUS33XXX"))
+    assert validate(parse(raw)) == []
+    assert base_errors(raw) == []
+
+
 def test_timestamps_must_be_aware() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         build.iso_datetime(datetime(2026, 1, 1))
