@@ -343,6 +343,8 @@ class Engine:
         self._to_notify: list[Change] = []
         self._notify_upto = 0
         self._next_directory_poll = 0.0
+        self._directory_poll: tuple[asyncio.Future[list[Change]], float] | None = None
+        """The directory look in flight (`_poll_directory`) and when it started."""
         self._directory_asof = -math.inf
         """When (perf_counter) the directory query last applied was started, or earlier."""
         self._commands: list[_Command] = []
@@ -704,6 +706,9 @@ class Engine:
                 if r.directory is not None:
                     r.directory.cancel()
             reading.clear()
+            if self._directory_poll is not None:
+                self._directory_poll[0].cancel()
+                self._directory_poll = None
             self._refuse_commands("the clearing engine stopped")
             if pending is not None:
                 await self._complete(pending)
@@ -759,18 +764,15 @@ class Engine:
         a query started since, nothing more is needed; else `asked`, the query started
         when the batch arrived (`_start_reading`, while it was read), or a query made
         now. Between those, a look every `_DIRECTORY_POLL` seconds completes claims that
-        ran out and picks up claim steps to tell the banks about.
+        ran out and picks up claim steps to tell the banks about; nothing waits for that
+        look (`_poll_directory`).
         """
-        mono = time.monotonic()
-        polled = mono >= self._next_directory_poll
-        if not polled and not any(p.uses_directory for p in prepared):
+        self._poll_directory()
+        if not any(p.uses_directory for p in prepared):
             return
-        if polled:
-            self._next_directory_poll = mono + _DIRECTORY_POLL
-            await self.directory.expire_due()
-        elif arrived is not None and self._directory_asof >= arrived:
+        if arrived is not None and self._directory_asof >= arrived:
             return
-        elif asked is not None and arrived is not None:
+        if asked is not None and arrived is not None:
             changes = await asked
             self._directory_asof = max(self._directory_asof, arrived)
             self._queue_notices(self.directory.catch_up(changes))
@@ -778,6 +780,31 @@ class Engine:
         asof = time.perf_counter()
         self._queue_notices(await self.directory.refresh())
         self._directory_asof = max(self._directory_asof, asof)
+
+    def _poll_directory(self) -> None:
+        """The look at the directory every `_DIRECTORY_POLL` seconds, in the background.
+
+        The look reads the changes stored since the last one or, when a claim's period
+        ran out, completes those claims (a write, which reads them too). It runs while
+        the loop goes on; what it read is applied at the loop's first turn after it
+        returns (a failed look raises there, as when the loop waited for it).
+        """
+        poll = self._directory_poll
+        if poll is not None:
+            task, asof = poll
+            if task.done():
+                self._directory_poll = None
+                self._queue_notices(self.directory.catch_up(task.result()))
+                self._directory_asof = max(self._directory_asof, asof)
+            return
+        mono = time.monotonic()
+        if mono >= self._next_directory_poll:
+            self._next_directory_poll = mono + _DIRECTORY_POLL
+            due = self.directory.directory.due_claims(self.clock())
+            look = self.directory.expire_due() if due else self.directory.changes_since()
+            task = asyncio.ensure_future(look)
+            task.add_done_callback(_retrieved)
+            self._directory_poll = (task, time.perf_counter())
 
     def _queue_notices(self, changes: Sequence[Change]) -> None:
         for change in changes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import os
@@ -252,5 +253,45 @@ async def test_the_directory_is_asked_again_only_for_batches_that_arrived_after_
         assert len(asked) == 2
         await engine._follow_directory(await third.prepared)  # arrival unknown: asked
         assert len(asked) == 3
+    finally:
+        await store.close()
+
+
+async def test_the_periodic_directory_look_runs_beside_the_loop(tmp_path: Path) -> None:
+    """The look every quarter of a second (claims that ran out, claim steps to tell the
+    banks) is not waited for: a batch that needs no directory goes on while it runs."""
+    settings = load_settings(store=f"sqlite:///{tmp_path / 's.db'}")
+    settings = replace(settings, engine=replace(settings.engine, read_workers=0))
+    store = open_store(settings.store)
+    await store.migrate()
+    engine = Engine(settings=settings, store=store, transport=LocalSwitchTransport(LocalNetwork()))
+    release = asyncio.Event()
+    asked: list[int] = []
+    changes = store.directory_changes
+
+    async def held(after: int) -> Any:
+        asked.append(after)
+        await release.wait()
+        return await changes(after)
+
+    try:
+        await engine.start()
+        store.directory_changes = held  # type: ignore[method-assign]
+        engine._next_directory_poll = 0.0  # a look is due
+        plain = (EXAMPLES / "pacs.008-bicfi.xml").read_bytes()
+        engine._start_reading([Delivery("BNKAUS33XXX", plain)])
+        head = engine._reading.popleft()
+        prepared = await head.prepared
+        # Returns while the look it started is held in the store.
+        await asyncio.wait_for(engine._follow_directory(prepared, None, head.started), 5)
+        assert len(asked) == 1 and engine._directory_poll is not None
+        await asyncio.wait_for(engine._follow_directory(prepared, None, head.started), 5)
+        assert len(asked) == 1  # one look at a time
+        release.set()
+        look, started = engine._directory_poll
+        await look
+        await engine._follow_directory(prepared, None, head.started)
+        assert engine._directory_poll is None  # applied at the next turn
+        assert engine._directory_asof == started
     finally:
         await store.close()
