@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final, TypeVar
 
@@ -22,6 +21,7 @@ from typing_extensions import dataclass_transform
 
 from switch.iso20022.parse import Message
 from switch.iso20022.registry import MessageType
+from switch.records import record
 
 USABA: Final = "USABA"
 
@@ -35,14 +35,13 @@ _T = TypeVar("_T")
 
 @dataclass_transform(frozen_default=True, kw_only_default=True)
 def view(cls: type[_T]) -> type[_T]:
-    """A view class: immutable to the type checker, a plain slotted dataclass at run time.
+    """A view class: a record (`switch.records`), immutable to the type checker.
 
-    Views cross process boundaries (read in a worker process, decided on in the engine).
-    A run-time frozen dataclass unpickles through Python code for every object, which
-    costs as much as reading the message did; a plain slotted one unpickles in C. mypy
-    (strict, in CI) rejects any assignment to a view's field, so they stay immutable.
+    Views cross process boundaries (read in a worker process, decided on in the engine):
+    a run-time frozen dataclass would unpickle through Python code for every object,
+    which costs as much as reading the message did; a record unpickles in C.
     """
-    return dataclass(slots=True, kw_only=True, unsafe_hash=True)(cls)
+    return record(cls)
 
 
 @view

@@ -37,6 +37,7 @@ from switch.directory import Change
 from switch.ledger import ConservationReport, JournalEntry, Position, PositionDelta
 from switch.ledger.statements import Movement
 from switch.operations.access import Role
+from switch.records import record
 
 
 class Direction(StrEnum):
@@ -46,7 +47,7 @@ class Direction(StrEnum):
     OUT = "out"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class ArchivedMessage:
     """One message exactly as it was on the wire, with its SHA-256 (hex)."""
 
