@@ -55,6 +55,7 @@ from switch.iso20022 import views
 from switch.iso20022.parse import SchemaIssue, UnusableMessage, parse, validate
 from switch.iso20022.registry import MessageType, SchemaRegistry
 from switch.iso20022.views import USABA, Agent, Proxy
+from switch.records import record
 from switch.transport.base import ParticipantChannel
 
 __all__ = [
@@ -152,7 +153,7 @@ class Role(StrEnum):
     CREDITOR = "creditor"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class FinalStatus:
     """The switch's final word on a payment: `ACSC`/`ACCC` or `RJCT` with its reason."""
 
@@ -162,7 +163,7 @@ class FinalStatus:
     role: Role
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class SentPayment:
     """A pacs.008 the bank sent: its identifications and the exact bytes, to resend or reuse."""
 
@@ -210,7 +211,7 @@ class _Bounded(Generic[K, V]):
         return len(self._data)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class _Payment:
     """What answering one forwarded transaction needs."""
 
@@ -223,7 +224,7 @@ class _Payment:
     creditor_member_id: str | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class _Status:
     """One transaction status reported by the switch."""
 
