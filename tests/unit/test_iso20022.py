@@ -347,8 +347,11 @@ def test_forwarding_copy_keeps_everything_and_can_name_the_resolved_agent() -> N
 _Q8 = "{" + MessageType.PACS_008.namespace + "}"
 
 
-def _agent_xml(inner: str) -> str:
-    return f"<CdtrAgt><FinInstnId>{inner}</FinInstnId></CdtrAgt>"
+def _creditor_agent(inner: str) -> etree._Element:
+    """A pacs.008 CdtrAgt whose FinInstnId holds `inner`."""
+    return etree.fromstring(
+        f'<CdtrAgt xmlns="{_Q8[1:-1]}"><FinInstnId>{inner}</FinInstnId></CdtrAgt>'
+    )
 
 
 _MEMBER = "<ClrSysMmbId><ClrSysId><Cd>{cd}</Cd></ClrSysId><MmbId>{id}</MmbId></ClrSysMmbId>"
@@ -399,10 +402,7 @@ def test_forwarding_copy_names_the_resolved_creditor_agent_however_it_was_named(
     tx = next(msg.document.iter(_Q8 + "CdtTrfTxInf"))
     old = tx.find(_Q8 + "CdtrAgt")
     assert old is not None
-    replacement = etree.fromstring(
-        _agent_xml(named).replace("<CdtrAgt>", f'<CdtrAgt xmlns="{_Q8[1:-1]}">', 1)
-    )
-    old.getparent().replace(old, replacement)  # type: ignore[union-attr]
+    old.getparent().replace(old, _creditor_agent(named))  # type: ignore[union-attr]
     forwarded = build.forward_credit_transfer(msg.document, creditor_agent=agent)
     doc = etree.fromstring(forwarded)
     cdtr_agt = next(doc.iter(_Q8 + "CdtrAgt"))
