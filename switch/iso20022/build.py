@@ -301,8 +301,8 @@ def forward_credit_transfer(
         return fragment(document)
     q = "{" + MessageType.PACS_008.namespace + "}"
     doc = document if in_place else copy.deepcopy(document)
-    body = _child(doc, q, "FIToFICstmrCdtTrf")
-    tx = _child(body, q, "CdtTrfTxInf")
+    body = _child(doc, q, ("FIToFICstmrCdtTrf", 0))
+    tx = _child(body, q, ("CdtTrfTxInf", 1))
     if body is None or tx is None:
         raise ValueError("pacs.008 has no CdtTrfTxInf")
     # The transaction's elements wanted, found in one pass over its children.
@@ -313,24 +313,35 @@ def forward_credit_transfer(
         _replace_agent(found.get(q + "CdtrAgt"), q, "CdtrAgt", creditor_agent)
     if instructed_agent is not None:
         # The instructed agent may be named in the group header, the transaction, or both.
-        for named in (_child(body, q, "GrpHdr", "InstdAgt"), found.get(q + "InstdAgt")):
+        for named in (_child(body, q, ("GrpHdr", 0), ("InstdAgt", -1)), found.get(q + "InstdAgt")):
             if named is not None:
                 _replace_agent(named, q, "InstdAgt", instructed_agent)
     if creditor_account_id is not None:
-        other_id = _child(found.get(q + "CdtrAcct"), q, "Id", "Othr", "Id")
+        other_id = _child(found.get(q + "CdtrAcct"), q, ("Id", 0), ("Othr", 0), ("Id", 0))
         if other_id is None:
             raise ValueError("pacs.008 has no CdtrAcct/Id/Othr/Id to fill in")
         other_id.text = creditor_account_id
     return fragment(doc)
 
 
-def _child(el: etree._Element | None, q: str, *path: str) -> etree._Element | None:
-    """The first child of `el` named `path[0]` (in namespace `q`), its first child named
-    `path[1]`, and so on; None where one is missing. Direct steps, no path compilation."""
-    for local in path:
+def _child(el: etree._Element | None, q: str, *path: tuple[str, int]) -> etree._Element | None:
+    """The child of `el` named `path[0][0]` (in namespace `q`), its child named
+    `path[1][0]`, and so on; None where one is missing. Each name on the path occurs
+    at most once among its siblings (as the schema has it for every path used here).
+
+    Each step's number is where that child stands among its siblings (0 the first, -1
+    the last) when the optional ones the schema puts before it are absent, as in most
+    messages: the child found there, when it has the name, is taken without a search
+    (a search of the children by tag costs ~0.7 us in lxml, an index ~0.03 us).
+    """
+    for local, at in path:
         if el is None:
             return None
-        el = next(el.iterchildren(q + local), None)
+        tag = q + local
+        if -len(el) <= at < len(el) and (here := el[at]).tag == tag:
+            el = here
+        else:
+            el = next(el.iterchildren(tag), None)
     return el
 
 

@@ -347,10 +347,10 @@ def test_forwarding_copy_keeps_everything_and_can_name_the_resolved_agent() -> N
 _Q8 = "{" + MessageType.PACS_008.namespace + "}"
 
 
-def _creditor_agent(inner: str) -> etree._Element:
-    """A pacs.008 CdtrAgt whose FinInstnId holds `inner`."""
+def _creditor_agent(inner: str, name: str = "CdtrAgt") -> etree._Element:
+    """A pacs.008 CdtrAgt (or another agent, `name`) whose FinInstnId holds `inner`."""
     return etree.fromstring(
-        f'<CdtrAgt xmlns="{_Q8[1:-1]}"><FinInstnId>{inner}</FinInstnId></CdtrAgt>'
+        f'<{name} xmlns="{_Q8[1:-1]}"><FinInstnId>{inner}</FinInstnId></{name}>'
     )
 
 
@@ -412,6 +412,33 @@ def test_forwarding_copy_names_the_resolved_creditor_agent_however_it_was_named(
     raw = _bizmsg(MessageType.PACS_008, forwarded, views.Agent(bicfi="BNKBUS33XXX"))
     assert validate(parse(raw)) == []
     assert base_errors(raw) == []
+
+
+def test_forwarding_copy_names_the_instructed_agent_in_the_group_header_too() -> None:
+    msg = parse((EXAMPLES / "pacs.008-proxy.xml").read_bytes())
+    assert msg.document is not None
+    grp = next(msg.document.iter(_Q8 + "GrpHdr"))
+    grp.append(_creditor_agent("<BICFI>SWCHUS33XXX</BICFI>", "InstdAgt"))
+    forwarded = build.forward_credit_transfer(
+        msg.document, instructed_agent=views.Agent(bicfi="BNKBUS33XXX")
+    )
+    doc = etree.fromstring(forwarded)
+    named = [e.findtext(f"{_Q8}FinInstnId/{_Q8}BICFI") for e in doc.iter(_Q8 + "InstdAgt")]
+    assert named == ["BNKBUS33XXX", "BNKBUS33XXX"]  # the group header's and the transaction's
+    raw = _bizmsg(MessageType.PACS_008, forwarded, views.Agent(bicfi="BNKBUS33XXX"))
+    assert validate(parse(raw)) == []
+
+
+def test_a_child_is_taken_from_its_usual_place_or_else_searched_for() -> None:
+    el = etree.fromstring('<a xmlns="urn:x"><b/><c><d>1</d></c><e/></a>')
+    q = "{urn:x}"
+    found = build._child(el, q, ("c", 1), ("d", 0))
+    assert found is not None and found.text == "1"  # where the step said
+    assert build._child(el, q, ("c", 0), ("d", -1)) is found  # elsewhere: searched for
+    assert build._child(el, q, ("e", 7)) is el[2]  # a place past the end: searched for
+    assert build._child(el, q, ("x", 0)) is None
+    assert build._child(el, q, ("c", 1), ("x", 0)) is None
+    assert build._child(None, q, ("c", 1)) is None
 
 
 def test_timestamps_must_be_aware() -> None:
