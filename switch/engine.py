@@ -742,10 +742,10 @@ class Engine:
             future = asyncio.get_running_loop().run_in_executor(
                 self._readers, read_in_reader, items, self.limits, verified
             )
-            # A large batch that may need the directory has its query run while it is
-            # read (small ones, read at once or waiting behind a large one, ask when
-            # they are decided: one query each would cost more than it saves).
-            if large and any(_may_use_directory(d.data) for d in deliveries):
+            # A batch read here that may need the directory has its query run while it
+            # is read or waits to be (one read at once, in the loop, asks when it is
+            # decided: there is nothing to overlap the query with).
+            if any(_may_use_directory(d.data) for d in deliveries):
                 directory = asyncio.ensure_future(self.directory.changes_since())
                 directory.add_done_callback(_retrieved)
         self._reading.append(_Reading(deliveries, future, started, directory))

@@ -128,6 +128,23 @@ async def test_a_batch_that_may_pay_aliases_asks_the_directory_while_it_is_read(
         read = await with_alias.prepared
         assert read[-1].uses_directory and not any(r.uses_directory for r in read[:-1])
         await without.prepared
+        # A small batch read in a reader process, behind a large one, asks too; one read
+        # at once on the event loop asks when it is decided (nothing to overlap with).
+        engine._reading.clear()
+        engine._start_reading(plain)
+        engine._start_reading([Delivery("BNKAUS33XXX", proxy)])
+        engine._start_reading([Delivery("BNKAUS33XXX", plain[0].data)])
+        large, small, small_plain = engine._reading
+        assert small.directory is not None and not small.prepared.done()
+        assert small_plain.directory is None
+        assert [c.seq for c in await small.directory] == [registered.seq]
+        assert (await small.prepared)[0].uses_directory
+        await large.prepared
+        await small_plain.prepared
+        engine._reading.clear()
+        engine._start_reading([Delivery("BNKAUS33XXX", proxy)])
+        at_once = engine._reading.popleft()
+        assert at_once.prepared.done() and at_once.directory is None
     finally:
         if engine._readers is not None:
             engine._readers.shutdown()
