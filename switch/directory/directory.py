@@ -290,6 +290,12 @@ class Directory:
 
     def get(self, kind: AliasType | str, value: str) -> Alias | None:
         """The alias of any status, deleted included; None if absent or the value is malformed."""
+        if isinstance(kind, AliasType):
+            # A value as it is held is canonical, and normalising it would give it back
+            # (normalize is idempotent): a hit needs no normalising.
+            held = self._aliases.get((kind, value))
+            if held is not None:
+                return held
         key = self._try_key(kind, value)
         return None if key is None else self._aliases.get(key)
 
