@@ -94,8 +94,9 @@ class Inbound:
     or when the switch runs without message security (in-process demo and bench)."""
 
 
+# A pacs.008 is read apart (`read`): its view also hands over the elements its
+# forwarding copy changes.
 _BODY_VIEWS: Final[dict[MessageType, Callable[[etree._Element], Body]]] = {
-    MessageType.PACS_008: views.credit_transfer,
     MessageType.PACS_002: views.status_report,
     MessageType.PACS_028: views.status_request,
     MessageType.ADMI_002: views.message_reject,
@@ -144,13 +145,15 @@ def read(
             if mtype is MessageType.PACS_008:
                 out.refs = _refs(doc_el)
             return out
+        if mtype is MessageType.PACS_008:
+            found = views.Found()
+            out.body = ct = views.credit_transfer(doc_el, found)
+            _forward(out, ct, doc_el, found)
+            return out
         body_view = _BODY_VIEWS.get(mtype)
         if body_view is not None:
             out.body = body_view(doc_el)
-        if isinstance(out.body, views.CreditTransfer):
-            _forward(out, out.body, doc_el)
-        elif mtype is MessageType.ACMT_023:
-            out.uses_directory = True
+        out.uses_directory = mtype is MessageType.ACMT_023
     except views.ViewError as exc:
         out.view_error = str(exc)
         out.body = None
@@ -159,8 +162,11 @@ def read(
     return out
 
 
-def _forward(out: Inbound, ct: views.CreditTransfer, doc_el: etree._Element) -> None:
-    """The forwarding copy of a pacs.008 (a template to fill in when it pays an alias)."""
+def _forward(
+    out: Inbound, ct: views.CreditTransfer, doc_el: etree._Element, found: views.Found
+) -> None:
+    """The forwarding copy of a pacs.008 (a template to fill in when it pays an alias);
+    `found`: the elements the view found in `doc_el`."""
     tx = ct.transactions[0]
     account = tx.creditor_account
     if account is None or account.proxy is None:
@@ -185,6 +191,7 @@ def _forward(out: Inbound, ct: views.CreditTransfer, doc_el: etree._Element) -> 
         instructed_agent=named,
         creditor_account_id=account_mark,
         in_place=True,
+        found=found,
     )
     out.forward_marks = (agent_mark, account_mark)
     out.uses_directory = True

@@ -25,7 +25,7 @@ from lxml import etree
 
 from switch.core.money import format_minor
 from switch.iso20022.registry import ENVELOPE_NS, MessageType
-from switch.iso20022.views import USABA, Agent, Proxy, VerificationReport
+from switch.iso20022.views import USABA, Agent, Found, Proxy, VerificationReport
 
 _ESCAPES: Final = str.maketrans(
     {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\r": "&#13;"}
@@ -288,6 +288,7 @@ def forward_credit_transfer(
     creditor_account_id: str | None = None,
     instructed_agent: Agent | None = None,
     in_place: bool = False,
+    found: Found | None = None,
 ) -> bytes:
     """The forwarding copy of a one-transaction pacs.008 Document, agents and account updated.
 
@@ -295,29 +296,41 @@ def forward_credit_transfer(
     it names the real creditor agent (in `CdtrAgt` and each `InstdAgt`) and the real account
     (`CdtrAcct/Id/Othr/Id`); the alias itself stays in `CdtrAcct/Prxy`. With `in_place`
     the changes are made in `document` itself (for a caller done with its tree), which
-    saves copying it: most of the cost.
+    saves copying it: most of the cost. `found` (in place only): the elements the view
+    of `document` found as it read it (`views.credit_transfer`), which are then not
+    looked for again.
     """
     if creditor_agent is None and creditor_account_id is None and instructed_agent is None:
         return fragment(document)
     q = "{" + MessageType.PACS_008.namespace + "}"
-    doc = document if in_place else copy.deepcopy(document)
-    body = _child(doc, q, ("FIToFICstmrCdtTrf", 0))
-    tx = _child(body, q, ("CdtTrfTxInf", 1))
-    if body is None or tx is None:
-        raise ValueError("pacs.008 has no CdtTrfTxInf")
-    # The transaction's elements wanted, found in one pass over its children.
-    found: dict[str, etree._Element] = {}
-    for el in tx.iterchildren(q + "InstdAgt", q + "CdtrAgt", q + "CdtrAcct"):
-        found.setdefault(el.tag, el)
+    group: Mapping[object, etree._Element]
+    kids: Mapping[object, etree._Element]
+    if found is not None and found.transaction:
+        if not in_place:
+            raise ValueError("the elements found in a document are changed in place only")
+        doc, group, kids = document, found.group, found.transaction
+    else:
+        doc = document if in_place else copy.deepcopy(document)
+        body = _child(doc, q, ("FIToFICstmrCdtTrf", 0))
+        tx = _child(body, q, ("CdtTrfTxInf", 1))
+        if body is None or tx is None:
+            raise ValueError("pacs.008 has no CdtTrfTxInf")
+        grp_instd = _child(body, q, ("GrpHdr", 0), ("InstdAgt", -1))
+        group = {} if grp_instd is None else {grp_instd.tag: grp_instd}
+        # The transaction's elements wanted, found in one pass over its children.
+        in_tx: dict[object, etree._Element] = {}
+        for el in tx.iterchildren(q + "InstdAgt", q + "CdtrAgt", q + "CdtrAcct"):
+            in_tx.setdefault(el.tag, el)
+        kids = in_tx
     if creditor_agent is not None:
-        _replace_agent(found.get(q + "CdtrAgt"), q, "CdtrAgt", creditor_agent)
+        _replace_agent(kids.get(q + "CdtrAgt"), q, "CdtrAgt", creditor_agent)
     if instructed_agent is not None:
         # The instructed agent may be named in the group header, the transaction, or both.
-        for named in (_child(body, q, ("GrpHdr", 0), ("InstdAgt", -1)), found.get(q + "InstdAgt")):
+        for named in (group.get(q + "InstdAgt"), kids.get(q + "InstdAgt")):
             if named is not None:
                 _replace_agent(named, q, "InstdAgt", instructed_agent)
     if creditor_account_id is not None:
-        other_id = _child(found.get(q + "CdtrAcct"), q, ("Id", 0), ("Othr", 0), ("Id", 0))
+        other_id = _child(kids.get(q + "CdtrAcct"), q, ("Id", 0), ("Othr", 0), ("Id", 0))
         if other_id is None:
             raise ValueError("pacs.008 has no CdtrAcct/Id/Othr/Id to fill in")
         other_id.text = creditor_account_id

@@ -12,7 +12,7 @@ that is missing raises `ViewError`, naming it.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Final, TypeVar
 
@@ -519,8 +519,28 @@ _GRP_READ: Final = tuple(
 )
 
 
-def _credit_transfer_tx(n: _Names, tx: etree._Element) -> CreditTransferTx:
+class Found:
+    """Elements of a pacs.008 the view found while reading it, by tag (`credit_transfer`).
+
+    `group` holds the group header's children the view reads, `transaction` the first
+    transaction's; the forwarding copy of a payment to an alias is made by changing
+    some of them in place (`build.forward_credit_transfer`), without looking for them
+    again. They belong to the tree that was read: valid while it is.
+    """
+
+    __slots__ = ("group", "transaction")
+
+    def __init__(self) -> None:
+        self.group: Mapping[object, etree._Element] = _NONE
+        self.transaction: Mapping[object, etree._Element] = _NONE
+
+
+def _credit_transfer_tx(
+    n: _Names, tx: etree._Element, found: Found | None = None
+) -> CreditTransferTx:
     k = _kids(tx, _TX_READ)
+    if found is not None and not found.transaction:
+        found.transaction = k
     pmt = _kids(_need(k, n["PmtId"]))
     amount = _amount(_need(k, n["IntrBkSttlmAmt"]))
     assert amount is not None
@@ -540,15 +560,17 @@ def _credit_transfer_tx(n: _Names, tx: etree._Element) -> CreditTransferTx:
     )
 
 
-def credit_transfer(doc: etree._Element) -> CreditTransfer:
-    """The typed view of a pacs.008.001.08 Document."""
+def credit_transfer(doc: etree._Element, found: Found | None = None) -> CreditTransfer:
+    """The typed view of a pacs.008.001.08 Document (with `found`: see `Found`)."""
     n = _NAMES[MessageType.PACS_008]
     body = _need(_kids(doc), n["FIToFICstmrCdtTrf"])
     grp_el = body[0]
     if grp_el.tag != n["GrpHdr"]:
         raise ViewError("missing mandatory element GrpHdr")
     grp = _kids(grp_el, _GRP_READ)
-    txs = tuple(_credit_transfer_tx(n, tx) for tx in body.iterchildren(n["CdtTrfTxInf"]))
+    if found is not None:
+        found.group = grp
+    txs = tuple(_credit_transfer_tx(n, tx, found) for tx in body.iterchildren(n["CdtTrfTxInf"]))
     return CreditTransfer(
         msg_id=_need_text(grp, n["MsgId"]),
         created=_need_text(grp, n["CreDtTm"]),

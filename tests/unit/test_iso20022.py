@@ -414,6 +414,34 @@ def test_forwarding_copy_names_the_resolved_creditor_agent_however_it_was_named(
     assert base_errors(raw) == []
 
 
+def test_forwarding_copy_made_from_the_elements_the_view_found_is_the_same() -> None:
+    raw = (EXAMPLES / "pacs.008-proxy.xml").read_bytes()
+    owner = views.Agent(bicfi="BNKBUS33XXX")
+
+    def forward(doc: etree._Element, found: views.Found | None, in_place: bool) -> bytes:
+        return build.forward_credit_transfer(
+            doc,
+            creditor_agent=owner,
+            instructed_agent=owner,
+            creditor_account_id="987654321000",
+            in_place=in_place,
+            found=found,
+        )
+
+    searched = parse(raw).document
+    assert searched is not None
+    expected = forward(searched, None, True)
+    doc = parse(raw).document
+    assert doc is not None
+    found = views.Found()
+    view = views.credit_transfer(doc, found)
+    assert view == views.credit_transfer(doc)  # finding changes nothing in the view
+    assert found.transaction and found.group
+    with pytest.raises(ValueError, match="in place only"):
+        forward(doc, found, False)
+    assert forward(doc, found, True) == expected
+
+
 def test_forwarding_copy_names_the_instructed_agent_in_the_group_header_too() -> None:
     msg = parse((EXAMPLES / "pacs.008-proxy.xml").read_bytes())
     assert msg.document is not None
