@@ -40,6 +40,7 @@ from switch.iso20022 import (
 )
 from switch.iso20022.registry import SchemaRegistry
 from switch.iso20022.views import Agent
+from switch.records import pickled_by_position
 from switch.security.messages import MessageSecurity
 
 Body = (
@@ -62,6 +63,7 @@ class TransferRefs:
     uetr: str | None
 
 
+@pickled_by_position
 @dataclass(slots=True)
 class Inbound:
     """One inbound message, read: everything the engine decides on, as plain data."""
