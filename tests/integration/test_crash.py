@@ -10,6 +10,7 @@ journal. `rtpswitch ledger check` must agree.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from switch.store.testing import ensure_test_database, reset_database
@@ -38,17 +40,45 @@ async def crash_db() -> str:
     return url
 
 
+def _stored_payments(url: str) -> int:
+    """How many payments the store holds (0 before its tables exist)."""
+
+    async def count() -> int:
+        conn = await asyncpg.connect(url)
+        try:
+            return int(await conn.fetchval("SELECT count(*) FROM payments"))
+        except asyncpg.UndefinedTableError:
+            return 0
+        finally:
+            await conn.close()
+
+    return asyncio.run(count())
+
+
+def _wait_for_payments(url: str, proc: subprocess.Popen[bytes], at_least: int) -> None:
+    """Until the running demo has stored `at_least` payments (whatever the machine's speed)."""
+    deadline = time.monotonic() + 120
+    while _stored_payments(url) < at_least:
+        assert proc.poll() is None, "the switch finished before it could be killed"
+        assert time.monotonic() < deadline, f"fewer than {at_least} payments after 120 s"
+        time.sleep(0.02)
+
+
 def test_kill_minus_nine_under_load_then_restart(crash_db: str, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     recovered: list[int] = []
-    for round_, delay in enumerate((0.9, 1.7, 2.6)):
+    # Killed while it starts (funding the banks), then once 1,000 and 8,000 payments are
+    # stored (mid batch, mid send): by the payments stored, not by time, so that a fast
+    # machine does not finish the demo first.
+    for round_, (delay, stored) in enumerate(((0.4, 0), (0.0, 1_000), (0.0, 8_000))):
+        before = _stored_payments(crash_db)
         proc = subprocess.Popen(
             _rtpswitch(
                 "demo",
                 "--store",
                 crash_db,
                 "--payments",
-                "4000",
+                "40000",
                 "--timeout",
                 "1",
                 "--seed",
@@ -60,6 +90,7 @@ def test_kill_minus_nine_under_load_then_restart(crash_db: str, tmp_path: Path) 
             stderr=subprocess.PIPE,
         )
         time.sleep(delay)
+        _wait_for_payments(crash_db, proc, before + stored)
         assert proc.poll() is None, "the switch finished before it could be killed"
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
