@@ -38,8 +38,9 @@ def view(cls: type[_T]) -> type[_T]:
     """A view class: a record (`switch.records`), immutable to the type checker.
 
     Views cross process boundaries (read in a worker process, decided on in the engine):
-    a run-time frozen dataclass would unpickle through Python code for every object,
-    which costs as much as reading the message did; a record unpickles in C.
+    a run-time frozen dataclass would unpickle through Python code for every field of
+    every object, which costs as much as reading the message did; a record pickles as
+    its field values in order and is restored by position (`switch.records`).
     """
     return record(cls)
 
