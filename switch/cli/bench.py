@@ -11,8 +11,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
+import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -40,6 +43,89 @@ def _recent(settings: Settings, recent: int) -> Settings:
     return replace(settings, engine=replace(settings.engine, recent_payments=recent))
 
 
+def alias_overhead(pairs: Sequence[tuple[float, float]]) -> dict[str, Any]:
+    """What paying aliases costs, from (plain, alias) payments/s of interleaved pairs.
+
+    A difference is the alias run's shortfall against its pair's plain run, in percent
+    (positive: the alias run was slower). The overhead is the mean of the differences.
+    """
+    if not pairs or any(plain <= 0 or alias < 0 for plain, alias in pairs):
+        raise ValueError("alias pairs need at least one pair, with a plain rate above 0")
+    differences = [(plain - alias) / plain * 100 for plain, alias in pairs]
+    return {
+        "pairs": len(pairs),
+        "differences_percent": [round(d, 2) for d in differences],
+        "alias_overhead_percent": round(statistics.mean(differences), 2),
+        "median_percent": round(statistics.median(differences), 2),
+        "plain_payments_per_second": round(statistics.mean(p for p, _ in pairs), 1),
+        "alias_payments_per_second": round(statistics.mean(a for _, a in pairs), 1),
+    }
+
+
+def _run_alias_pairs(args: argparse.Namespace) -> int:
+    """`--alias-pairs N`: N pairs of runs, one plain and one paying aliases, each in a
+    fresh process, the order alternating (plain first in odd pairs) so that a machine
+    getting faster or slower during the runs weighs on both sides alike."""
+    refused = [
+        flag
+        for flag, given in (
+            ("--stack full", args.stack == "full"),
+            ("--aliases", args.aliases),
+            ("--lookups", args.lookups),
+            ("--rate", args.rate is not None),
+        )
+        if given
+    ]
+    if refused:
+        print(
+            f"rtpswitch bench: --alias-pairs compares closed-loop runs of the engine "
+            f"(embedded or postgres); it cannot be combined with {', '.join(refused)}",
+            file=sys.stderr,
+        )
+        return 2
+    if args.alias_pairs < 1:
+        print("rtpswitch bench: --alias-pairs must be at least 1", file=sys.stderr)
+        return 2
+    command = [sys.executable, "-m", "switch.cli", "bench", "--stack", args.stack]
+    command += ["--seconds", str(args.seconds), "--json"]
+    for flag, value in (
+        ("--store", args.store),
+        ("--window", args.window),
+        ("--recent-payments", args.recent_payments),
+        ("--config", args.config),
+    ):
+        if value is not None:
+            command += [flag, str(value)]
+    pairs: list[tuple[float, float]] = []
+    for n in range(1, args.alias_pairs + 1):
+        rates: dict[bool, float] = {}
+        for aliases in (False, True) if n % 2 else (True, False):
+            done = subprocess.run(
+                command + (["--aliases"] if aliases else []), capture_output=True, text=True
+            )
+            if done.returncode != 0:
+                sys.stderr.write(done.stderr)
+                print(f"rtpswitch bench: pair {n}: a run failed", file=sys.stderr)
+                return done.returncode
+            rates[aliases] = float(json.loads(done.stdout)["payments_per_second"])
+        pairs.append((rates[False], rates[True]))
+        if not args.json:
+            plain, alias = pairs[-1]
+            print(f"pair {n}: plain {plain:.0f} payments/s, every payment to an alias {alias:.0f}")
+    result = alias_overhead(pairs)
+    if args.json:
+        json.dump(result, sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        print(
+            f"alias resolution costs {result['alias_overhead_percent']:.1f} % of the payments/s "
+            f"(mean of {result['pairs']} pairs; median {result['median_percent']:.1f} %): "
+            f"{result['plain_payments_per_second']:.0f} -> "
+            f"{result['alias_payments_per_second']:.0f} payments/s"
+        )
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark with the parsed options."""
     from simulators.load import run_load, run_lookups
@@ -47,6 +133,8 @@ def run(args: argparse.Namespace) -> int:
     if args.seconds <= 0:
         print("rtpswitch bench: --seconds must be positive", file=sys.stderr)
         return 2
+    if args.alias_pairs is not None:
+        return _run_alias_pairs(args)
     if args.stack == "full":
         return _run_full(args)
     if args.window is None:
@@ -193,6 +281,14 @@ def register(sub: Any) -> None:
         "--aliases",
         action="store_true",
         help="every payment pays an alias the switch resolves (embedded, postgres)",
+    )
+    p.add_argument(
+        "--alias-pairs",
+        type=int,
+        metavar="N",
+        help="what paying aliases costs: N pairs of closed-loop runs (plain, every payment "
+        "to an alias), each in a fresh process, the order alternating; prints the mean "
+        "difference (embedded, postgres)",
     )
     p.add_argument(
         "--lookups",

@@ -64,3 +64,27 @@ def test_lookup_bench_answers_every_lookup_one_in_ten_not_found() -> None:
     assert report["refused"] == 0  # the banks' buckets are lifted for the run
     # One lookup in ten asks about an alias nobody registered; the rest are found.
     assert 0.85 <= report["found"] / report["lookups"] <= 0.95
+
+
+def test_alias_pairs_compare_plain_runs_with_runs_that_pay_aliases() -> None:
+    report = _report("--alias-pairs", "1", "--seconds", "1")
+
+    assert report["pairs"] == 1 and len(report["differences_percent"]) == 1
+    plain, alias = report["plain_payments_per_second"], report["alias_payments_per_second"]
+    assert plain > 0 and alias > 0
+    expected = round((plain - alias) / plain * 100, 2)
+    assert abs(report["alias_overhead_percent"] - expected) <= 0.05
+    assert report["median_percent"] == report["alias_overhead_percent"]
+
+
+def test_alias_pairs_refuse_what_they_cannot_compare() -> None:
+    for extra, named in (
+        (["--aliases"], "--aliases"),
+        (["--rate", "100"], "--rate"),
+        (["--lookups"], "--lookups"),
+    ):
+        done = _bench("--alias-pairs", "2", "--seconds", "1", *extra, timeout=60)
+        assert done.returncode == 2, done.stderr
+        assert f"cannot be combined with {named}" in done.stderr
+    done = _bench("--alias-pairs", "0", "--seconds", "1", timeout=60)
+    assert done.returncode == 2 and "--alias-pairs must be at least 1" in done.stderr
